@@ -1,0 +1,2 @@
+//! scout-core (work in progress)
+#![no_std]

@@ -1,0 +1,1 @@
+//! Management of Scout's downloaded core agent: download, verify, extract, launch.

@@ -1,0 +1,824 @@
+//! The tracked request and its span stack.
+//!
+//! A [`Request`] records what one transaction did: its spans (operation, parent, start and stop
+//! time, tags), its request tags, and counts of everything it could not keep. It never
+//! allocates, never panics and never blocks: when storage runs out, the newest data is not
+//! recorded and the reason is counted in [`Drops`].
+//!
+//! Times are passed in by the caller (read them from a [`crate::Clock`]), which keeps this type
+//! pure and cheap: starting and stopping a span with a `'static` operation name costs two
+//! small pushes and a pop.
+//!
+//! ```
+//! use scout_core::{Request, RequestIds, Timestamp, Value, SpanFlags};
+//!
+//! let mut req: Request = Request::new();
+//! req.begin(RequestIds::from_parts([7; 16], [1, 2]), Timestamp(1_000), 1500);
+//! req.start_span("Controller/users#show".into(), Timestamp(1_000), SpanFlags::NONE);
+//! req.start_span("SQL/Query".into(), Timestamp(1_100), SpanFlags::NONE);
+//! req.tag_span("db.statement".into(), Value::Str("SELECT 1")).unwrap();
+//! req.stop_span(Timestamp(1_400)).unwrap();
+//! let out = req.stop_span(Timestamp(2_000)).unwrap();
+//! assert!(out.finished);
+//! assert!(req.is_real());
+//! assert_eq!(req.operation(), Some("Controller/users#show"));
+//! let ops: Vec<&str> = req.spans().map(|s| s.operation()).collect();
+//! assert_eq!(ops, ["SQL/Query", "Controller/users#show"]); // completion order
+//! ```
+
+use crate::id::RequestIds;
+use crate::storage::{Buffer, Fixed, Storage};
+use crate::time::Timestamp;
+use crate::value::{RawJson, Text, Value};
+
+/// "No index" in span and tag links.
+const NONE: u16 = u16::MAX;
+/// Open-stack marker: this span was not recorded; its children are (parented to the nearest
+/// recorded ancestor).
+const SKIPPED: u16 = u16::MAX;
+/// Open-stack marker: this span and all its descendants are not recorded.
+const IGNORED_TREE: u16 = u16::MAX - 1;
+/// Largest number of spans or tags one request can index.
+pub const MAX_INDEX: usize = (u16::MAX - 2) as usize;
+
+/// A string stored in a request: a `'static` reference or a range of the request's arena.
+#[derive(Debug, Clone, Copy)]
+enum StrRef {
+    Static(&'static str),
+    Arena { start: u32, len: u32 },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum StoredValue {
+    Str(StrRef),
+    Json(StrRef),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Null,
+}
+
+/// One recorded span (opaque; read it through [`SpanView`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SpanRecord {
+    op: StrRef,
+    start: Timestamp,
+    end: Timestamp,
+    parent: u16,
+    first_tag: u16,
+    last_tag: u16,
+    next_done: u16,
+    flags: u8,
+}
+
+/// One recorded tag (opaque; read it through [`SpanView::tags`] or [`Request::request_tags`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TagRecord {
+    key: StrRef,
+    value: StoredValue,
+    next: u16,
+}
+
+/// Options for a new span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SpanFlags(u8);
+
+impl SpanFlags {
+    /// No options.
+    pub const NONE: Self = Self(0);
+    /// Do not record this span (its children are recorded, under its parent).
+    pub const IGNORE: Self = Self(1);
+    /// Do not record any descendant of this span (e.g. a database driver's internal calls).
+    pub const IGNORE_CHILDREN: Self = Self(2);
+    /// Never attach a backtrace to this span (transaction roots).
+    pub const NO_BACKTRACE: Self = Self(4);
+
+    /// Both sets of options.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+    /// True if every option of `other` is set.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// Why something was not recorded. Each is counted in [`Drops`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The request already has `span_limit` completed spans.
+    SpanLimit,
+    /// The span storage is full.
+    SpanCapacity,
+    /// Spans are nested deeper than the open-span stack holds.
+    Depth,
+    /// The tag storage is full.
+    TagCapacity,
+    /// The string arena is full.
+    Arena,
+    /// The request is not open (never begun, or already finished).
+    NotOpen,
+}
+
+impl core::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            DropReason::SpanLimit => "span limit reached",
+            DropReason::SpanCapacity => "span storage full",
+            DropReason::Depth => "spans nested too deep",
+            DropReason::TagCapacity => "tag storage full",
+            DropReason::Arena => "string storage full",
+            DropReason::NotOpen => "request not open",
+        })
+    }
+}
+
+impl core::error::Error for DropReason {}
+
+/// Counts of what a request could not record, by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Drops {
+    /// Spans not recorded because `span_limit` spans had completed.
+    pub span_limit: u32,
+    /// Spans not recorded because the span storage was full.
+    pub span_capacity: u32,
+    /// Spans not recorded because nesting exceeded the open-span stack.
+    pub depth: u32,
+    /// Tags not recorded because the tag storage was full.
+    pub tag_capacity: u32,
+    /// Spans or tags not recorded because the string arena was full.
+    pub arena: u32,
+    /// Calls made while the request was not open.
+    pub not_open: u32,
+}
+
+impl Drops {
+    /// Sum of all counts.
+    pub fn total(&self) -> u64 {
+        u64::from(self.span_limit)
+            + u64::from(self.span_capacity)
+            + u64::from(self.depth)
+            + u64::from(self.tag_capacity)
+            + u64::from(self.arena)
+            + u64::from(self.not_open)
+    }
+    fn count(&mut self, reason: DropReason) {
+        let c = match reason {
+            DropReason::SpanLimit => &mut self.span_limit,
+            DropReason::SpanCapacity => &mut self.span_capacity,
+            DropReason::Depth => &mut self.depth,
+            DropReason::TagCapacity => &mut self.tag_capacity,
+            DropReason::Arena => &mut self.arena,
+            DropReason::NotOpen => &mut self.not_open,
+        };
+        *c = c.saturating_add(1);
+    }
+}
+
+/// Index of a recorded span within its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SpanIdx(pub u16);
+
+/// What happened to a span that was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SpanStart {
+    /// Recorded at this index.
+    Recorded(SpanIdx),
+    /// Deliberately not recorded (an ignore flag, or an ancestor's `IGNORE_CHILDREN`).
+    Ignored,
+    /// Not recorded for lack of room or state; counted.
+    Dropped(DropReason),
+}
+
+/// What stopping the innermost span did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SpanStop {
+    /// The recorded span that stopped, if it was recorded.
+    pub span: Option<SpanIdx>,
+    /// Its duration in microseconds, if it was recorded.
+    pub duration_us: Option<u64>,
+    /// True when this was the last open span: the request is now finished.
+    pub finished: bool,
+}
+
+/// `stop_span` was called with no open span (extra stops are ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct NoOpenSpan;
+
+impl core::fmt::Display for NoOpenSpan {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("no open span to stop")
+    }
+}
+
+impl core::error::Error for NoOpenSpan {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle,
+    Open,
+    Finished,
+}
+
+/// A tracked request: spans, tags and drop counts of one transaction.
+///
+/// `S` chooses the storage; the default [`Fixed`] keeps 64 spans, 128 tags, 4 KiB of strings and
+/// 32 levels of nesting inline.
+pub struct Request<S: Storage = Fixed> {
+    ids: RequestIds,
+    start: Timestamp,
+    end: Timestamp,
+    state: State,
+    real: bool,
+    operation: u16,
+    span_limit: u32,
+    completed: u32,
+    first_done: u16,
+    last_done: u16,
+    req_first_tag: u16,
+    req_last_tag: u16,
+    top_recorded: u16,
+    ignored_depth: u32,
+    overflow_depth: u32,
+    drops: Drops,
+    spans: S::Spans,
+    tags: S::Tags,
+    arena: S::Arena,
+    stack: S::Stack,
+}
+
+impl<S: Storage> core::fmt::Debug for Request<S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Request")
+            .field("id", &self.ids.request_id())
+            .field("state", &self.state)
+            .field("real", &self.real)
+            .field("operation", &self.operation())
+            .field("spans", &self.spans.len())
+            .field("open", &self.stack.len())
+            .field("drops", &self.drops)
+            .finish()
+    }
+}
+
+impl<S: Storage> Default for Request<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Storage> Request<S> {
+    /// An idle request; call [`Request::begin`] before recording.
+    pub fn new() -> Self {
+        Self {
+            ids: RequestIds::default(),
+            start: Timestamp::ZERO,
+            end: Timestamp::ZERO,
+            state: State::Idle,
+            real: false,
+            operation: NONE,
+            span_limit: 1500,
+            completed: 0,
+            first_done: NONE,
+            last_done: NONE,
+            req_first_tag: NONE,
+            req_last_tag: NONE,
+            top_recorded: NONE,
+            ignored_depth: 0,
+            overflow_depth: 0,
+            drops: Drops::default(),
+            spans: Default::default(),
+            tags: Default::default(),
+            arena: Default::default(),
+            stack: Default::default(),
+        }
+    }
+
+    /// Starts a new request (discarding anything recorded before), keeping the storage.
+    ///
+    /// `span_limit` is the number of completed spans after which new spans are no longer
+    /// recorded (the Python agent's 1 500); open ancestors still complete.
+    pub fn begin(&mut self, ids: RequestIds, now: Timestamp, span_limit: u32) {
+        self.spans.clear();
+        self.tags.clear();
+        self.arena.clear();
+        self.stack.clear();
+        self.ids = ids;
+        self.start = now;
+        self.end = now;
+        self.state = State::Open;
+        self.real = false;
+        self.operation = NONE;
+        self.span_limit = span_limit;
+        self.completed = 0;
+        self.first_done = NONE;
+        self.last_done = NONE;
+        self.req_first_tag = NONE;
+        self.req_last_tag = NONE;
+        self.top_recorded = NONE;
+        self.ignored_depth = 0;
+        self.overflow_depth = 0;
+        self.drops = Drops::default();
+    }
+
+    /// Opens a span as a child of the innermost open span.
+    ///
+    /// An operation starting with `Controller/` or `Job/` makes the request real and, if it is
+    /// the first such span, names the request.
+    pub fn start_span(&mut self, op: Text<'_>, now: Timestamp, flags: SpanFlags) -> SpanStart {
+        if self.state != State::Open {
+            self.drops.count(DropReason::NotOpen);
+            return SpanStart::Dropped(DropReason::NotOpen);
+        }
+        let (marker, outcome) = self.decide_span(op, now, flags);
+        match self.stack.try_push(marker) {
+            Ok(()) => {
+                if marker == IGNORED_TREE {
+                    self.ignored_depth += 1;
+                }
+                if let SpanStart::Recorded(idx) = outcome {
+                    self.top_recorded = idx.0;
+                    if flags.contains(SpanFlags::IGNORE_CHILDREN) {
+                        self.ignored_depth += 1;
+                    }
+                }
+                outcome
+            }
+            Err(_) => {
+                // Too deep: undo the record (it is the last span) and count.
+                if let SpanStart::Recorded(_) = outcome {
+                    let _ = self.spans.pop();
+                }
+                self.overflow_depth += 1;
+                self.drops.count(DropReason::Depth);
+                SpanStart::Dropped(DropReason::Depth)
+            }
+        }
+    }
+
+    fn decide_span(&mut self, op: Text<'_>, now: Timestamp, flags: SpanFlags) -> (u16, SpanStart) {
+        // Marker for a span that is not recorded: its descendants are ignored too when it
+        // ignores its children.
+        let unrecorded = if flags.contains(SpanFlags::IGNORE_CHILDREN) {
+            IGNORED_TREE
+        } else {
+            SKIPPED
+        };
+        if self.ignored_depth > 0 {
+            return (IGNORED_TREE, SpanStart::Ignored);
+        }
+        if flags.contains(SpanFlags::IGNORE) {
+            return (unrecorded, SpanStart::Ignored);
+        }
+        let reason = if self.completed >= self.span_limit {
+            Some(DropReason::SpanLimit)
+        } else if self.spans.len() >= MAX_INDEX {
+            Some(DropReason::SpanCapacity)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            self.drops.count(reason);
+            return (unrecorded, SpanStart::Dropped(reason));
+        }
+        let idx = self.spans.len();
+        let arena_mark = self.arena.len();
+        let Some(op_ref) = self.store_text(op) else {
+            self.drops.count(DropReason::Arena);
+            return (unrecorded, SpanStart::Dropped(DropReason::Arena));
+        };
+        let rec = SpanRecord {
+            op: op_ref,
+            start: now,
+            end: now,
+            parent: self.top_recorded,
+            first_tag: NONE,
+            last_tag: NONE,
+            next_done: NONE,
+            flags: flags.0,
+        };
+        if self.spans.try_push(rec).is_err() {
+            self.arena.truncate(arena_mark);
+            self.drops.count(DropReason::SpanCapacity);
+            return (unrecorded, SpanStart::Dropped(DropReason::SpanCapacity));
+        }
+        let idx = idx as u16;
+        if self.operation == NONE {
+            let name = op.as_str();
+            if name.starts_with("Controller/") || name.starts_with("Job/") {
+                self.operation = idx;
+                self.real = true;
+            }
+        }
+        (idx, SpanStart::Recorded(SpanIdx(idx)))
+    }
+
+    /// Stops the innermost open span.
+    pub fn stop_span(&mut self, now: Timestamp) -> Result<SpanStop, NoOpenSpan> {
+        if self.overflow_depth > 0 {
+            self.overflow_depth -= 1;
+            return Ok(SpanStop {
+                span: None,
+                duration_us: None,
+                finished: false,
+            });
+        }
+        let entry = self.stack.pop().ok_or(NoOpenSpan)?;
+        let mut stop = SpanStop {
+            span: None,
+            duration_us: None,
+            finished: false,
+        };
+        match entry {
+            IGNORED_TREE => self.ignored_depth = self.ignored_depth.saturating_sub(1),
+            SKIPPED => {}
+            idx => {
+                let last = self.last_done;
+                let Some(rec) = self.spans.as_mut_slice().get_mut(usize::from(idx)) else {
+                    return Err(NoOpenSpan);
+                };
+                rec.end = now;
+                let duration = now.micros_since(rec.start);
+                let parent = rec.parent;
+                if SpanFlags(rec.flags).contains(SpanFlags::IGNORE_CHILDREN) {
+                    self.ignored_depth = self.ignored_depth.saturating_sub(1);
+                }
+                self.top_recorded = parent;
+                if last == NONE {
+                    self.first_done = idx;
+                } else if let Some(prev) = self.spans.as_mut_slice().get_mut(usize::from(last)) {
+                    prev.next_done = idx;
+                }
+                self.last_done = idx;
+                self.completed = self.completed.saturating_add(1);
+                stop.span = Some(SpanIdx(idx));
+                stop.duration_us = Some(duration);
+            }
+        }
+        if self.stack.is_empty() {
+            self.state = State::Finished;
+            self.end = now;
+            stop.finished = true;
+        }
+        Ok(stop)
+    }
+
+    /// Stops every open span at `now`, finishing the request (for transactions abandoned
+    /// mid-way, e.g. a dropped future). Does nothing if the request is not open.
+    pub fn finish(&mut self, now: Timestamp) {
+        while self.state == State::Open {
+            if self.stop_span(now).is_err() {
+                self.state = State::Finished;
+                self.end = now;
+            }
+        }
+    }
+
+    /// Tags the innermost open span. Tagging a span that was not recorded does nothing.
+    /// A key already present keeps its position and takes the new value.
+    pub fn tag_span(&mut self, key: Text<'_>, value: Value<'_>) -> Result<(), DropReason> {
+        if self.state != State::Open {
+            self.drops.count(DropReason::NotOpen);
+            return Err(DropReason::NotOpen);
+        }
+        match self.stack.as_slice().last() {
+            Some(&idx) if idx != SKIPPED && idx != IGNORED_TREE && self.overflow_depth == 0 => {
+                self.tag_span_at(SpanIdx(idx), key, value)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Tags a recorded span by index (also after it stopped, before the request is encoded).
+    pub fn tag_span_at(
+        &mut self,
+        span: SpanIdx,
+        key: Text<'_>,
+        value: Value<'_>,
+    ) -> Result<(), DropReason> {
+        let Some(rec) = self.spans.as_slice().get(usize::from(span.0)) else {
+            return Ok(());
+        };
+        let (first, last) = (rec.first_tag, rec.last_tag);
+        let (first, last) = self.set_tag(first, last, key, value)?;
+        if let Some(rec) = self.spans.as_mut_slice().get_mut(usize::from(span.0)) {
+            rec.first_tag = first;
+            rec.last_tag = last;
+        }
+        Ok(())
+    }
+
+    /// Tags the request. A key already present keeps its position and takes the new value.
+    /// (Apply [`crate::check_context`] first for user-supplied context.)
+    pub fn tag_request(&mut self, key: Text<'_>, value: Value<'_>) -> Result<(), DropReason> {
+        if self.state == State::Idle {
+            self.drops.count(DropReason::NotOpen);
+            return Err(DropReason::NotOpen);
+        }
+        let (first, last) = self.set_tag(self.req_first_tag, self.req_last_tag, key, value)?;
+        self.req_first_tag = first;
+        self.req_last_tag = last;
+        Ok(())
+    }
+
+    fn set_tag(
+        &mut self,
+        first: u16,
+        last: u16,
+        key: Text<'_>,
+        value: Value<'_>,
+    ) -> Result<(u16, u16), DropReason> {
+        // Existing key: replace the value in place.
+        let mut cur = first;
+        while cur != NONE {
+            let Some(t) = self.tags.as_slice().get(usize::from(cur)) else {
+                break;
+            };
+            if self.resolve(t.key) == key.as_str() {
+                let mark = self.arena.len();
+                let v = self
+                    .store_value(value)
+                    .ok_or_else(|| self.fail(DropReason::Arena, mark))?;
+                if let Some(t) = self.tags.as_mut_slice().get_mut(usize::from(cur)) {
+                    t.value = v;
+                }
+                return Ok((first, last));
+            }
+            cur = t.next;
+        }
+        let idx = self.tags.len();
+        if idx >= MAX_INDEX {
+            self.drops.count(DropReason::TagCapacity);
+            return Err(DropReason::TagCapacity);
+        }
+        let mark = self.arena.len();
+        let k = self
+            .store_text(key)
+            .ok_or_else(|| self.fail(DropReason::Arena, mark))?;
+        let v = self
+            .store_value(value)
+            .ok_or_else(|| self.fail(DropReason::Arena, mark))?;
+        if self
+            .tags
+            .try_push(TagRecord {
+                key: k,
+                value: v,
+                next: NONE,
+            })
+            .is_err()
+        {
+            return Err(self.fail(DropReason::TagCapacity, mark));
+        }
+        let idx = idx as u16;
+        if last != NONE {
+            if let Some(t) = self.tags.as_mut_slice().get_mut(usize::from(last)) {
+                t.next = idx;
+            }
+            Ok((first, idx))
+        } else {
+            Ok((idx, idx))
+        }
+    }
+
+    fn fail(&mut self, reason: DropReason, arena_mark: usize) -> DropReason {
+        self.arena.truncate(arena_mark);
+        self.drops.count(reason);
+        reason
+    }
+
+    fn store_text(&mut self, t: Text<'_>) -> Option<StrRef> {
+        match t {
+            Text::Static(s) => Some(StrRef::Static(s)),
+            Text::Borrowed(s) => self.copy_str(s),
+        }
+    }
+
+    fn copy_str(&mut self, s: &str) -> Option<StrRef> {
+        let start = self.arena.len();
+        if start.checked_add(s.len())? > u32::MAX as usize {
+            return None;
+        }
+        self.arena.try_extend(s.as_bytes()).ok()?;
+        Some(StrRef::Arena {
+            start: start as u32,
+            len: s.len() as u32,
+        })
+    }
+
+    fn store_value(&mut self, v: Value<'_>) -> Option<StoredValue> {
+        Some(match v {
+            Value::Str(s) => StoredValue::Str(self.copy_str(s)?),
+            Value::Static(s) => StoredValue::Str(StrRef::Static(s)),
+            Value::Json(j) => StoredValue::Json(self.copy_str(j.as_str())?),
+            Value::Int(i) => StoredValue::Int(i),
+            Value::Float(f) => StoredValue::Float(f),
+            Value::Bool(b) => StoredValue::Bool(b),
+            Value::Null => StoredValue::Null,
+        })
+    }
+
+    fn resolve(&self, r: StrRef) -> &str {
+        match r {
+            StrRef::Static(s) => s,
+            StrRef::Arena { start, len } => {
+                let (start, len) = (start as usize, len as usize);
+                self.arena
+                    .as_slice()
+                    .get(start..start + len)
+                    .and_then(|b| core::str::from_utf8(b).ok())
+                    .unwrap_or("")
+            }
+        }
+    }
+
+    fn resolve_value(&self, v: StoredValue) -> Value<'_> {
+        match v {
+            StoredValue::Str(r) => Value::Str(self.resolve(r)),
+            // Checked when tagged; copied verbatim.
+            StoredValue::Json(r) => RawJson::new(self.resolve(r))
+                .map(Value::Json)
+                .unwrap_or(Value::Null),
+            StoredValue::Int(i) => Value::Int(i),
+            StoredValue::Float(f) => Value::Float(f),
+            StoredValue::Bool(b) => Value::Bool(b),
+            StoredValue::Null => Value::Null,
+        }
+    }
+
+    /// Marks the request real (it will be reported) without a `Controller/` or `Job/` span.
+    pub fn mark_real(&mut self) {
+        self.real = true;
+    }
+    /// True once a `Controller/` or `Job/` span started or [`Request::mark_real`] was called.
+    /// Only real requests are reported.
+    pub fn is_real(&self) -> bool {
+        self.real
+    }
+    /// True between [`Request::begin`] and the stop of the last open span.
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+    /// True once the last open span stopped.
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Finished
+    }
+    /// The first `Controller/` or `Job/` operation, which names the request.
+    pub fn operation(&self) -> Option<&str> {
+        self.spans
+            .as_slice()
+            .get(usize::from(self.operation))
+            .map(|s| self.resolve(s.op))
+    }
+    /// The request's ids.
+    pub fn ids(&self) -> &RequestIds {
+        &self.ids
+    }
+    /// When the request began.
+    pub fn start_time(&self) -> Timestamp {
+        self.start
+    }
+    /// When the request finished (its start while still open).
+    pub fn end_time(&self) -> Timestamp {
+        self.end
+    }
+    /// What could not be recorded.
+    pub fn drops(&self) -> Drops {
+        self.drops
+    }
+    /// Number of recorded spans (open and completed).
+    pub fn span_count(&self) -> usize {
+        self.spans.len()
+    }
+    /// Number of open spans (recorded or not).
+    pub fn depth(&self) -> usize {
+        self.stack.len() + self.overflow_depth as usize
+    }
+    /// Bytes of the string arena in use.
+    pub fn arena_used(&self) -> usize {
+        self.arena.len()
+    }
+    /// The value of a request tag.
+    pub fn request_tag(&self, key: &str) -> Option<Value<'_>> {
+        self.request_tags().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+    /// Request tags in first-insertion order.
+    pub fn request_tags(&self) -> TagIter<'_, S> {
+        TagIter {
+            req: self,
+            cur: self.req_first_tag,
+        }
+    }
+    /// Completed spans in completion order (children before their parents).
+    pub fn spans(&self) -> SpanIter<'_, S> {
+        SpanIter {
+            req: self,
+            cur: self.first_done,
+        }
+    }
+    /// A recorded span by index.
+    pub fn span(&self, idx: SpanIdx) -> Option<SpanView<'_, S>> {
+        let rec = self.spans.as_slice().get(usize::from(idx.0))?;
+        Some(SpanView {
+            req: self,
+            idx: idx.0,
+            rec,
+        })
+    }
+}
+
+/// A recorded span, read-only.
+#[derive(Debug)]
+pub struct SpanView<'r, S: Storage> {
+    req: &'r Request<S>,
+    idx: u16,
+    rec: &'r SpanRecord,
+}
+
+impl<'r, S: Storage> SpanView<'r, S> {
+    /// Index within the request.
+    pub fn index(&self) -> SpanIdx {
+        SpanIdx(self.idx)
+    }
+    /// The operation, e.g. `SQL/Query`.
+    pub fn operation(&self) -> &'r str {
+        self.req.resolve(self.rec.op)
+    }
+    /// Start time.
+    pub fn start_time(&self) -> Timestamp {
+        self.rec.start
+    }
+    /// Stop time (the start time while open).
+    pub fn end_time(&self) -> Timestamp {
+        self.rec.end
+    }
+    /// The nearest recorded ancestor.
+    pub fn parent(&self) -> Option<SpanIdx> {
+        (self.rec.parent != NONE).then_some(SpanIdx(self.rec.parent))
+    }
+    /// Tags in first-insertion order.
+    pub fn tags(&self) -> TagIter<'r, S> {
+        TagIter {
+            req: self.req,
+            cur: self.rec.first_tag,
+        }
+    }
+    /// The options the span was started with.
+    pub fn flags(&self) -> SpanFlags {
+        SpanFlags(self.rec.flags)
+    }
+    /// Duration in microseconds (0 while open).
+    pub fn duration_us(&self) -> u64 {
+        self.rec.end.micros_since(self.rec.start)
+    }
+}
+
+/// Iterator over completed spans in completion order.
+#[derive(Debug)]
+pub struct SpanIter<'r, S: Storage> {
+    req: &'r Request<S>,
+    cur: u16,
+}
+
+impl<'r, S: Storage> Iterator for SpanIter<'r, S> {
+    type Item = SpanView<'r, S>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.cur == NONE {
+            return None;
+        }
+        let rec = self.req.spans.as_slice().get(usize::from(self.cur))?;
+        let view = SpanView {
+            req: self.req,
+            idx: self.cur,
+            rec,
+        };
+        self.cur = rec.next_done;
+        Some(view)
+    }
+}
+
+/// Iterator over tags as `(key, value)`.
+#[derive(Debug)]
+pub struct TagIter<'r, S: Storage> {
+    req: &'r Request<S>,
+    cur: u16,
+}
+
+impl<'r, S: Storage> Iterator for TagIter<'r, S> {
+    type Item = (&'r str, Value<'r>);
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.cur == NONE {
+            return None;
+        }
+        let t = self.req.tags.as_slice().get(usize::from(self.cur))?;
+        self.cur = t.next;
+        Some((self.req.resolve(t.key), self.req.resolve_value(t.value)))
+    }
+}

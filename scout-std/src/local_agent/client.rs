@@ -1,0 +1,85 @@
+//! A tiny blocking client for `probe` and `shutdown` (works against the real core agent too).
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::address::Address;
+
+/// Largest reply accepted by this client.
+const MAX_REPLY: usize = 1024 * 1024;
+
+trait Conn: Read + Write {}
+impl<T: Read + Write> Conn for T {}
+
+fn connect(address: &Address, timeout: Duration) -> io::Result<Box<dyn Conn>> {
+    match address {
+        Address::Tcp(sa) => {
+            let s = TcpStream::connect_timeout(sa, timeout)?;
+            s.set_read_timeout(Some(timeout))?;
+            s.set_write_timeout(Some(timeout))?;
+            Ok(Box::new(s))
+        }
+        Address::Unix(p) => {
+            let s = UnixStream::connect(p)?;
+            s.set_read_timeout(Some(timeout))?;
+            s.set_write_timeout(Some(timeout))?;
+            Ok(Box::new(s))
+        }
+    }
+}
+
+/// Sends one framed message and reads one framed reply.
+pub fn roundtrip(address: &Address, message: &Value, timeout: Duration) -> io::Result<Value> {
+    let mut c = connect(address, timeout)?;
+    let body = serde_json::to_vec(message)?;
+    let len = u32::try_from(body.len()).map_err(|_| io::Error::other("message too large"))?;
+    let mut frame = len.to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    c.write_all(&frame)?;
+    c.flush()?;
+    let mut head = [0u8; 4];
+    c.read_exact(&mut head)?;
+    let n = u32::from_be_bytes(head) as usize;
+    if n > MAX_REPLY {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("reply of {n} bytes is too large"),
+        ));
+    }
+    let mut buf = vec![0u8; n];
+    c.read_exact(&mut buf)?;
+    serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Asks the agent at `address` for its version (`CoreAgentVersion`).
+pub fn probe(address: &Address, timeout: Duration) -> io::Result<String> {
+    let reply = roundtrip(address, &json!({"CoreAgentVersion": {}}), timeout)?;
+    if let Some(f) = reply.get("Failure") {
+        return Err(io::Error::other(format!("agent replied Failure: {f}")));
+    }
+    let inner = reply
+        .get("CoreAgentVersion")
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("unexpected reply {reply}")))?;
+    Ok(match inner.get("version") {
+        Some(Value::String(v)) => v.clone(),
+        Some(Value::Object(o)) => o
+            .get("raw")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_owned(),
+        _ => "unknown".to_owned(),
+    })
+}
+
+/// Asks the agent at `address` to exit (`CoreAgentShutdown`).
+pub fn request_shutdown(address: &Address, timeout: Duration) -> io::Result<()> {
+    let reply = roundtrip(address, &json!({"CoreAgentShutdown": {}}), timeout)?;
+    if reply.get("Failure").is_some() {
+        return Err(io::Error::other(format!("agent replied {reply}")));
+    }
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! The shared state behind one agent: frame handling, storage, aggregation and export.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io::{LineWriter, Write as _};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::aggregate::{Aggregator, EndpointSummary};
+use super::config::Limits;
+use super::model::{AppEvent, Counters, FinishedRequest, ReceivedMessage};
+use super::protocol::{Command, DecodeError, failure_reply, success_reply};
+use super::rebuild::{Origin, Rebuilder};
+use super::summary::{self, AppInfo};
+use super::timestamp::Timestamp;
+
+const MAX_APPS: usize = 256;
+/// Bad frames per connection logged at `warn`; later ones at `debug`.
+const WARN_PER_CONNECTION: u32 = 5;
+
+/// Per-connection protocol state.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub(crate) id: u64,
+    pub(crate) peer: String,
+    app: Option<Arc<str>>,
+    bad_logged: u32,
+}
+
+impl Connection {
+    pub(crate) fn new(id: u64, peer: String) -> Self {
+        Self {
+            id,
+            peer,
+            app: None,
+            bad_logged: 0,
+        }
+    }
+
+    /// Logs a rejected frame, rate limited per connection.
+    pub(crate) fn log_bad(&mut self, what: &str) {
+        self.bad_logged = self.bad_logged.saturating_add(1);
+        if self.bad_logged <= WARN_PER_CONNECTION {
+            log::warn!("connection {} ({}): {what}", self.id, self.peer);
+            if self.bad_logged == WARN_PER_CONNECTION {
+                log::warn!(
+                    "connection {}: further bad frames are logged at debug level",
+                    self.id
+                );
+            }
+        } else {
+            log::debug!("connection {} ({}): {what}", self.id, self.peer);
+        }
+    }
+}
+
+/// The outcome of one frame.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) bytes: Vec<u8>,
+    /// The frame was `CoreAgentShutdown`.
+    pub(crate) shutdown: bool,
+}
+
+/// Everything one agent stores.
+#[derive(Debug)]
+pub(crate) struct State {
+    limits: Limits,
+    version: String,
+    started: Instant,
+    rebuilder: Rebuilder,
+    aggregator: Aggregator,
+    pub(crate) counters: Counters,
+    requests: VecDeque<Arc<FinishedRequest>>,
+    messages: VecDeque<ReceivedMessage>,
+    events: VecDeque<AppEvent>,
+    apps: BTreeMap<String, AppInfo>,
+    export: Option<LineWriter<File>>,
+    seq: u64,
+    finished_buf: Vec<FinishedRequest>,
+}
+
+impl State {
+    pub(crate) fn new(limits: Limits, version: String, export: Option<File>) -> Self {
+        Self {
+            rebuilder: Rebuilder::new(limits.clone()),
+            aggregator: Aggregator::new(limits.clone()),
+            limits,
+            version,
+            started: Instant::now(),
+            counters: Counters::default(),
+            requests: VecDeque::new(),
+            messages: VecDeque::new(),
+            events: VecDeque::new(),
+            apps: BTreeMap::new(),
+            export: export.map(LineWriter::new),
+            seq: 0,
+            finished_buf: Vec::new(),
+        }
+    }
+
+    /// Handles one complete frame and returns the reply to send.
+    pub(crate) fn handle_frame(&mut self, conn: &mut Connection, bytes: &[u8]) -> Reply {
+        self.counters.frames += 1;
+        let value: Value = match serde_json::from_slice(bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                self.counters.invalid_json += 1;
+                let msg = format!("invalid JSON frame ({} bytes): {e}", bytes.len());
+                conn.log_bad(&msg);
+                return failure(&msg);
+            }
+        };
+        self.seq += 1;
+        if self.limits.retain_messages > 0 {
+            if self.messages.len() >= self.limits.retain_messages {
+                self.messages.pop_front();
+            }
+            self.messages.push_back(ReceivedMessage {
+                connection: conn.id,
+                seq: self.seq,
+                message: value.clone(),
+            });
+        }
+        self.handle_value(conn, value)
+    }
+
+    /// Handles a decoded frame (also the entry point of the ingest benchmark).
+    pub(crate) fn handle_value(&mut self, conn: &mut Connection, value: Value) -> Reply {
+        let cmd = match Command::decode(value) {
+            Ok(c) => c,
+            Err(e) => {
+                match e {
+                    DecodeError::Unknown(_) => self.counters.unknown_commands += 1,
+                    DecodeError::Shape(_) | DecodeError::Field(_) => {
+                        self.counters.invalid_commands += 1;
+                    }
+                }
+                let msg = e.message();
+                conn.log_bad(&msg);
+                return failure(&msg);
+            }
+        };
+        let name = cmd.name();
+        let Some(app) = conn.app.clone().or_else(|| {
+            cmd.allowed_unregistered()
+                .then(|| Arc::<str>::from(""))
+        }) else {
+            self.counters.unregistered_commands += 1;
+            let msg = format!("{name} before Register; send Register first on this connection");
+            conn.log_bad(&msg);
+            return failure(&msg);
+        };
+        let now = Timestamp::now();
+        self.counters.commands += cmd.count() as u64;
+        match cmd {
+            Command::Register { app, key, language } => {
+                log::info!(
+                    "connection {} registered app {app:?} (language {}, key {})",
+                    conn.id,
+                    language.as_deref().unwrap_or("unknown"),
+                    if key.is_empty() { "empty" } else { "set" }
+                );
+                if let Some(lang) = language {
+                    self.app_info(&app).map(|i| i.language.get_or_insert(lang));
+                }
+                conn.app = Some(Arc::from(app));
+                Reply {
+                    bytes: success_reply(name, None),
+                    shutdown: false,
+                }
+            }
+            Command::CoreAgentVersion => Reply {
+                bytes: success_reply(name, Some(&self.version)),
+                shutdown: false,
+            },
+            Command::CoreAgentShutdown => {
+                log::info!("connection {} asked the agent to shut down", conn.id);
+                Reply {
+                    bytes: success_reply(name, None),
+                    shutdown: true,
+                }
+            }
+            Command::ApplicationEvent {
+                ts,
+                event_type,
+                event_value,
+                source,
+            } => {
+                self.event(conn.id, &app, ts.unwrap_or(now), event_type, event_value, source);
+                Reply {
+                    bytes: success_reply(name, None),
+                    shutdown: false,
+                }
+            }
+            cmd => {
+                if let Command::Batch(items) = &cmd {
+                    for item in items {
+                        if let Command::ApplicationEvent {
+                            ts,
+                            event_type,
+                            event_value,
+                            source,
+                        } = item
+                        {
+                            self.event(
+                                conn.id,
+                                &app,
+                                ts.unwrap_or(now),
+                                event_type.clone(),
+                                event_value.clone(),
+                                source.clone(),
+                            );
+                        }
+                    }
+                }
+                let origin = Origin {
+                    connection: conn.id,
+                    app,
+                };
+                let mut out = std::mem::take(&mut self.finished_buf);
+                self.rebuilder
+                    .apply(cmd, &origin, now, &mut self.counters, &mut out);
+                for r in out.drain(..) {
+                    self.finished(r);
+                }
+                self.finished_buf = out;
+                Reply {
+                    bytes: success_reply(name, None),
+                    shutdown: false,
+                }
+            }
+        }
+    }
+
+    fn app_info(&mut self, app: &str) -> Option<&mut AppInfo> {
+        if !self.apps.contains_key(app) && self.apps.len() >= MAX_APPS {
+            return None;
+        }
+        Some(self.apps.entry(app.to_owned()).or_default())
+    }
+
+    fn event(
+        &mut self,
+        connection: u64,
+        app: &str,
+        timestamp: Timestamp,
+        event_type: String,
+        value: Value,
+        source: Option<String>,
+    ) {
+        self.counters.events += 1;
+        if let Some(info) = self.app_info(app) {
+            match event_type.as_str() {
+                "scout.metadata" => {
+                    let s = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_owned);
+                    info.language = s("language").or(info.language.take());
+                    info.language_version = s("language_version");
+                    info.framework = s("framework");
+                }
+                "CPU/Utilization" => info.cpu_percent = value.as_f64(),
+                "Memory/Physical" => info.memory_mb = value.as_f64(),
+                _ => {}
+            }
+        }
+        if self.limits.retain_events == 0 {
+            return;
+        }
+        if self.events.len() >= self.limits.retain_events {
+            self.events.pop_front();
+        }
+        self.events.push_back(AppEvent {
+            connection,
+            app: app.to_owned(),
+            event_type,
+            value,
+            source,
+            timestamp,
+        });
+    }
+
+    fn finished(&mut self, r: FinishedRequest) {
+        self.counters.requests += 1;
+        log::debug!(
+            "request {} finished: {} ({} spans, {} us)",
+            r.id,
+            r.endpoint.as_deref().unwrap_or("(no endpoint)"),
+            r.spans.len(),
+            r.duration_us
+        );
+        if let Some(w) = &mut self.export {
+            let ok = serde_json::to_writer(&mut *w, &r).is_ok() && w.write_all(b"\n").is_ok();
+            if !ok {
+                self.counters.export_errors += 1;
+                if self.counters.export_errors == 1 {
+                    log::error!("cannot write to the export file; further errors are only counted");
+                }
+            }
+        }
+        let r = Arc::new(r);
+        self.aggregator.record(&r, &mut self.counters);
+        if self.limits.retain_requests > 0 {
+            if self.requests.len() >= self.limits.retain_requests {
+                self.requests.pop_front();
+            }
+            self.requests.push_back(r);
+        }
+    }
+
+    /// Evicts stale unfinished requests.
+    pub(crate) fn expire(&mut self) {
+        self.rebuilder.expire(&mut self.counters);
+    }
+
+    /// Flushes the export file.
+    pub(crate) fn flush(&mut self) {
+        if let Some(w) = &mut self.export
+            && let Err(e) = w.flush()
+        {
+            log::error!("cannot flush the export file: {e}");
+        }
+    }
+
+    pub(crate) fn requests(&self) -> Vec<FinishedRequest> {
+        self.requests.iter().map(|r| FinishedRequest::clone(r)).collect()
+    }
+
+    pub(crate) fn messages(&self) -> Vec<ReceivedMessage> {
+        self.messages.iter().cloned().collect()
+    }
+
+    pub(crate) fn events(&self) -> Vec<AppEvent> {
+        self.events.iter().cloned().collect()
+    }
+
+    pub(crate) fn endpoints(&self) -> Vec<EndpointSummary> {
+        self.aggregator.summaries()
+    }
+
+    pub(crate) fn summary(&self) -> String {
+        summary::render(
+            self.started.elapsed(),
+            &self.counters,
+            self.rebuilder.pending_len(),
+            &self.aggregator.summaries(),
+            &self.apps,
+        )
+    }
+}
+
+fn failure(msg: &str) -> Reply {
+    Reply {
+        bytes: failure_reply(msg),
+        shutdown: false,
+    }
+}
+
+/// A detached ingest pipeline (decode + rebuild + aggregate, no sockets) for benchmarks and fuzzing.
+#[derive(Debug)]
+pub struct Ingest {
+    state: State,
+    conn: Connection,
+}
+
+impl Ingest {
+    /// A pipeline with `limits`; no frame history is kept regardless of `limits.retain_messages`.
+    pub fn new(limits: Limits) -> Self {
+        let limits = Limits {
+            retain_messages: 0,
+            ..limits
+        };
+        Self {
+            state: State::new(limits, String::new(), None),
+            conn: Connection::new(1, "ingest".into()),
+        }
+    }
+
+    /// Processes one frame body (JSON bytes) and returns the reply body.
+    pub fn frame(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.state.handle_frame(&mut self.conn, bytes).bytes
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> Counters {
+        self.state.counters
+    }
+
+    /// The summary text.
+    pub fn summary(&self) -> String {
+        self.state.summary()
+    }
+
+    /// Endpoint statistics.
+    pub fn endpoints(&self) -> Vec<EndpointSummary> {
+        self.state.endpoints()
+    }
+}

@@ -68,8 +68,8 @@ pub enum FrameError<E> {
 impl<E: core::fmt::Display> core::fmt::Display for FrameError<E> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            FrameError::TooLarge(n) => write!(f, "message of {n} bytes exceeds the frame limit"),
-            FrameError::Sink(e) => write!(f, "{e}"),
+            Self::TooLarge(n) => write!(f, "message of {n} bytes exceeds the frame limit"),
+            Self::Sink(e) => write!(f, "{e}"),
         }
     }
 }
@@ -93,57 +93,60 @@ pub fn write_frame<E: Encode + ?Sized, S: Sink + ?Sized>(
     Ok(len + 4)
 }
 
-fn write_ts<S: Sink + ?Sized>(out: &mut S, t: Timestamp) -> Result<(), S::Error> {
-    out.write(b"\"")?;
-    out.write(&t.to_rfc3339())?;
-    out.write(b"\"")
-}
-
-fn open<S: Sink + ?Sized>(out: &mut S, name: &str) -> Result<(), S::Error> {
-    out.write(b"{")?;
-    json::write_key(out, name)?;
-    out.write(b"{")
-}
-
-fn field_str<S: Sink + ?Sized>(
-    out: &mut S,
-    key: &str,
-    v: &str,
-    first: bool,
-) -> Result<(), S::Error> {
-    if !first {
-        out.write(b", ")?;
+/// Writes `cmd` as one frame at the start of `buf` in a single pass (the length prefix is
+/// patched in afterwards), refusing messages longer than `max_len`. Returns the frame length.
+/// Prefer this over [`write_frame`] when the destination is a slice: it encodes once.
+pub fn write_frame_to_slice<E: Encode + ?Sized>(
+    cmd: &E,
+    buf: &mut [u8],
+    max_len: usize,
+) -> Result<usize, FrameError<json::BufferFull>> {
+    let limit = max_len
+        .min(u32::MAX as usize)
+        .min(buf.len().saturating_sub(4));
+    let Some(body) = buf.get_mut(4..4 + limit) else {
+        return Err(FrameError::Sink(json::BufferFull));
+    };
+    let mut sink = json::SliceSink::new(body);
+    if cmd.encode(&mut sink).is_err() {
+        let len = encoded_len(cmd);
+        return Err(if len > max_len {
+            FrameError::TooLarge(len)
+        } else {
+            FrameError::Sink(json::BufferFull)
+        });
     }
-    json::write_key(out, key)?;
-    json::write_str(out, v)
+    let len = sink.len();
+    buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(len + 4)
 }
 
-fn field_opt_str<S: Sink + ?Sized>(
-    out: &mut S,
-    key: &str,
-    v: Option<&str>,
-) -> Result<(), S::Error> {
-    out.write(b", ")?;
-    json::write_key(out, key)?;
+/// Writes a constant piece, then a timestamp's digits (the piece ends with an opening quote).
+#[inline]
+fn ts<S: Sink + ?Sized>(out: &mut S, prefix: &[u8], t: Timestamp) -> Result<(), S::Error> {
+    out.write(prefix)?;
+    out.write(&t.to_rfc3339())
+}
+
+/// Writes a constant piece, then the escaped content of `v` (the piece ends with a quote).
+#[inline]
+fn text<S: Sink + ?Sized>(out: &mut S, prefix: &[u8], v: &str) -> Result<(), S::Error> {
+    out.write(prefix)?;
+    json::write_plain(out, v)
+}
+
+/// Writes `prefix` then `null` or the quoted, escaped `v`.
+#[inline]
+fn opt_text<S: Sink + ?Sized>(out: &mut S, prefix: &[u8], v: Option<&str>) -> Result<(), S::Error> {
+    out.write(prefix)?;
     match v {
-        Some(v) => json::write_str(out, v),
+        Some(v) => {
+            out.write(b"\"")?;
+            json::write_plain(out, v)?;
+            out.write(b"\"")
+        }
         None => out.write(b"null"),
     }
-}
-
-fn field_ts<S: Sink + ?Sized>(out: &mut S, t: Timestamp) -> Result<(), S::Error> {
-    json::write_key(out, "timestamp")?;
-    write_ts(out, t)
-}
-
-fn field_value<S: Sink + ?Sized>(out: &mut S, key: &str, v: &Value<'_>) -> Result<(), S::Error> {
-    out.write(b", ")?;
-    json::write_key(out, key)?;
-    v.write_json(out)
-}
-
-fn close<S: Sink + ?Sized>(out: &mut S) -> Result<(), S::Error> {
-    out.write(b"}}")
 }
 
 /// `Register`: sent first on every connection.
@@ -163,13 +166,12 @@ pub struct Register<'a> {
 
 impl Encode for Register<'_> {
     fn encode<S: Sink + ?Sized>(&self, out: &mut S) -> Result<(), S::Error> {
-        open(out, "Register")?;
-        field_str(out, "app", self.app, true)?;
-        field_str(out, "key", self.key, false)?;
-        field_opt_str(out, "host", self.host)?;
-        field_str(out, "language", self.language, false)?;
-        field_str(out, "api_version", self.api_version, false)?;
-        close(out)
+        text(out, b"{\"Register\": {\"app\": \"", self.app)?;
+        text(out, b"\", \"key\": \"", self.key)?;
+        opt_text(out, b"\", \"host\": ", self.host)?;
+        text(out, b", \"language\": \"", self.language)?;
+        text(out, b"\", \"api_version\": \"", self.api_version)?;
+        out.write(b"\"}}")
     }
 }
 
@@ -184,10 +186,13 @@ pub struct StartRequest<'a> {
 
 impl Encode for StartRequest<'_> {
     fn encode<S: Sink + ?Sized>(&self, out: &mut S) -> Result<(), S::Error> {
-        open(out, "StartRequest")?;
-        field_ts(out, self.timestamp)?;
-        field_str(out, "request_id", self.request_id, false)?;
-        close(out)
+        ts(
+            out,
+            b"{\"StartRequest\": {\"timestamp\": \"",
+            self.timestamp,
+        )?;
+        text(out, b"\", \"request_id\": \"", self.request_id)?;
+        out.write(b"\"}}")
     }
 }
 
@@ -206,12 +211,12 @@ pub struct TagRequest<'a> {
 
 impl Encode for TagRequest<'_> {
     fn encode<S: Sink + ?Sized>(&self, out: &mut S) -> Result<(), S::Error> {
-        open(out, "TagRequest")?;
-        field_ts(out, self.timestamp)?;
-        field_str(out, "request_id", self.request_id, false)?;
-        field_str(out, "tag", self.tag, false)?;
-        field_value(out, "value", &self.value)?;
-        close(out)
+        ts(out, b"{\"TagRequest\": {\"timestamp\": \"", self.timestamp)?;
+        text(out, b"\", \"request_id\": \"", self.request_id)?;
+        text(out, b"\", \"tag\": \"", self.tag)?;
+        out.write(b"\", \"value\": ")?;
+        self.value.write_json(out)?;
+        out.write(b"}}")
     }
 }
 
@@ -232,13 +237,12 @@ pub struct StartSpan<'a> {
 
 impl Encode for StartSpan<'_> {
     fn encode<S: Sink + ?Sized>(&self, out: &mut S) -> Result<(), S::Error> {
-        open(out, "StartSpan")?;
-        field_ts(out, self.timestamp)?;
-        field_str(out, "request_id", self.request_id, false)?;
-        field_str(out, "span_id", self.span_id, false)?;
-        field_opt_str(out, "parent_id", self.parent_id)?;
-        field_str(out, "operation", self.operation, false)?;
-        close(out)
+        ts(out, b"{\"StartSpan\": {\"timestamp\": \"", self.timestamp)?;
+        text(out, b"\", \"request_id\": \"", self.request_id)?;
+        text(out, b"\", \"span_id\": \"", self.span_id)?;
+        opt_text(out, b"\", \"parent_id\": ", self.parent_id)?;
+        text(out, b", \"operation\": \"", self.operation)?;
+        out.write(b"\"}}")
     }
 }
 
@@ -259,13 +263,13 @@ pub struct TagSpan<'a> {
 
 impl Encode for TagSpan<'_> {
     fn encode<S: Sink + ?Sized>(&self, out: &mut S) -> Result<(), S::Error> {
-        open(out, "TagSpan")?;
-        field_ts(out, self.timestamp)?;
-        field_str(out, "request_id", self.request_id, false)?;
-        field_str(out, "span_id", self.span_id, false)?;
-        field_str(out, "tag", self.tag, false)?;
-        field_value(out, "value", &self.value)?;
-        close(out)
+        ts(out, b"{\"TagSpan\": {\"timestamp\": \"", self.timestamp)?;
+        text(out, b"\", \"request_id\": \"", self.request_id)?;
+        text(out, b"\", \"span_id\": \"", self.span_id)?;
+        text(out, b"\", \"tag\": \"", self.tag)?;
+        out.write(b"\", \"value\": ")?;
+        self.value.write_json(out)?;
+        out.write(b"}}")
     }
 }
 
@@ -282,11 +286,10 @@ pub struct StopSpan<'a> {
 
 impl Encode for StopSpan<'_> {
     fn encode<S: Sink + ?Sized>(&self, out: &mut S) -> Result<(), S::Error> {
-        open(out, "StopSpan")?;
-        field_ts(out, self.timestamp)?;
-        field_str(out, "request_id", self.request_id, false)?;
-        field_str(out, "span_id", self.span_id, false)?;
-        close(out)
+        ts(out, b"{\"StopSpan\": {\"timestamp\": \"", self.timestamp)?;
+        text(out, b"\", \"request_id\": \"", self.request_id)?;
+        text(out, b"\", \"span_id\": \"", self.span_id)?;
+        out.write(b"\"}}")
     }
 }
 
@@ -301,10 +304,13 @@ pub struct FinishRequest<'a> {
 
 impl Encode for FinishRequest<'_> {
     fn encode<S: Sink + ?Sized>(&self, out: &mut S) -> Result<(), S::Error> {
-        open(out, "FinishRequest")?;
-        field_ts(out, self.timestamp)?;
-        field_str(out, "request_id", self.request_id, false)?;
-        close(out)
+        ts(
+            out,
+            b"{\"FinishRequest\": {\"timestamp\": \"",
+            self.timestamp,
+        )?;
+        text(out, b"\", \"request_id\": \"", self.request_id)?;
+        out.write(b"\"}}")
     }
 }
 
@@ -323,14 +329,16 @@ pub struct ApplicationEvent<'a, V> {
 
 impl<V: Encode> Encode for ApplicationEvent<'_, V> {
     fn encode<S: Sink + ?Sized>(&self, out: &mut S) -> Result<(), S::Error> {
-        open(out, "ApplicationEvent")?;
-        field_ts(out, self.timestamp)?;
-        field_str(out, "event_type", self.event_type, false)?;
-        out.write(b", ")?;
-        json::write_key(out, "event_value")?;
+        ts(
+            out,
+            b"{\"ApplicationEvent\": {\"timestamp\": \"",
+            self.timestamp,
+        )?;
+        text(out, b"\", \"event_type\": \"", self.event_type)?;
+        out.write(b"\", \"event_value\": ")?;
         self.event_value.encode(out)?;
-        field_str(out, "source", self.source, false)?;
-        close(out)
+        text(out, b", \"source\": \"", self.source)?;
+        out.write(b"\"}}")
     }
 }
 
@@ -380,63 +388,72 @@ pub struct RequestBatch<'r, S: Storage>(pub &'r Request<S>);
 
 impl<St: Storage> Encode for RequestBatch<'_, St> {
     fn encode<S: Sink + ?Sized>(&self, out: &mut S) -> Result<(), S::Error> {
+        // Ids and timestamps are generated here and are plain ASCII: they are written without
+        // escaping, and each timestamp is formatted once.
         let req = self.0;
         let ids = req.ids();
         let rid = ids.request_id();
-        let rid = rid.as_str();
-        out.write(b"{\"BatchCommand\": {\"commands\": [")?;
-        StartRequest {
-            timestamp: req.start_time(),
-            request_id: rid,
-        }
-        .encode(out)?;
+        let rid = rid.as_str().as_bytes();
+        let t0 = req.start_time().to_rfc3339();
+        out.write(b"{\"BatchCommand\": {\"commands\": [{\"StartRequest\": {\"timestamp\": \"")?;
+        out.write(&t0)?;
+        out.write(b"\", \"request_id\": \"")?;
+        out.write(rid)?;
+        out.write(b"\"}}")?;
         for (tag, value) in req.request_tags() {
-            out.write(b", ")?;
-            TagRequest {
-                timestamp: req.start_time(),
-                request_id: rid,
-                tag,
-                value,
-            }
-            .encode(out)?;
+            out.write(b", {\"TagRequest\": {\"timestamp\": \"")?;
+            out.write(&t0)?;
+            out.write(b"\", \"request_id\": \"")?;
+            out.write(rid)?;
+            text(out, b"\", \"tag\": \"", tag)?;
+            out.write(b"\", \"value\": ")?;
+            value.write_json(out)?;
+            out.write(b"}}")?;
         }
         for span in req.spans() {
             let sid = ids.span_id(span.index().0);
-            let pid = span.parent().map(|p| ids.span_id(p.0));
-            out.write(b", ")?;
-            StartSpan {
-                timestamp: span.start_time(),
-                request_id: rid,
-                span_id: sid.as_str(),
-                parent_id: pid.as_ref().map(|p| p.as_str()),
-                operation: span.operation(),
-            }
-            .encode(out)?;
-            for (tag, value) in span.tags() {
-                out.write(b", ")?;
-                TagSpan {
-                    timestamp: span.start_time(),
-                    request_id: rid,
-                    span_id: sid.as_str(),
-                    tag,
-                    value,
+            let sid = sid.as_str().as_bytes();
+            let start = span.start_time().to_rfc3339();
+            out.write(b", {\"StartSpan\": {\"timestamp\": \"")?;
+            out.write(&start)?;
+            out.write(b"\", \"request_id\": \"")?;
+            out.write(rid)?;
+            out.write(b"\", \"span_id\": \"")?;
+            out.write(sid)?;
+            match span.parent() {
+                Some(p) => {
+                    out.write(b"\", \"parent_id\": \"")?;
+                    out.write(ids.span_id(p.0).as_str().as_bytes())?;
+                    out.write(b"\"")?;
                 }
-                .encode(out)?;
+                None => out.write(b"\", \"parent_id\": null")?,
             }
-            out.write(b", ")?;
-            StopSpan {
-                timestamp: span.end_time(),
-                request_id: rid,
-                span_id: sid.as_str(),
+            text(out, b", \"operation\": \"", span.operation())?;
+            out.write(b"\"}}")?;
+            for (tag, value) in span.tags() {
+                out.write(b", {\"TagSpan\": {\"timestamp\": \"")?;
+                out.write(&start)?;
+                out.write(b"\", \"request_id\": \"")?;
+                out.write(rid)?;
+                out.write(b"\", \"span_id\": \"")?;
+                out.write(sid)?;
+                text(out, b"\", \"tag\": \"", tag)?;
+                out.write(b"\", \"value\": ")?;
+                value.write_json(out)?;
+                out.write(b"}}")?;
             }
-            .encode(out)?;
+            out.write(b", {\"StopSpan\": {\"timestamp\": \"")?;
+            out.write(&span.end_time().to_rfc3339())?;
+            out.write(b"\", \"request_id\": \"")?;
+            out.write(rid)?;
+            out.write(b"\", \"span_id\": \"")?;
+            out.write(sid)?;
+            out.write(b"\"}}")?;
         }
-        out.write(b", ")?;
-        FinishRequest {
-            timestamp: req.end_time(),
-            request_id: rid,
-        }
-        .encode(out)?;
-        out.write(b"]}}")
+        out.write(b", {\"FinishRequest\": {\"timestamp\": \"")?;
+        out.write(&req.end_time().to_rfc3339())?;
+        out.write(b"\", \"request_id\": \"")?;
+        out.write(rid)?;
+        out.write(b"\"}}]}}")
     }
 }

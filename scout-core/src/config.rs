@@ -50,6 +50,7 @@ pub struct Str<const N: usize> {
     repr: StrRepr<N>,
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy)]
 enum StrRepr<const N: usize> {
     Static(&'static str),
@@ -114,6 +115,8 @@ pub struct List {
     path: bool,
 }
 
+// Inline storage is the point (no heap in the core); the static variant is just smaller.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy)]
 enum ListRepr {
     Static(&'static [&'static str]),
@@ -211,6 +214,7 @@ pub struct RateMap {
     repr: RateRepr,
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy)]
 enum RateRepr {
     Static(&'static [(&'static str, f64)]),
@@ -292,7 +296,7 @@ impl core::fmt::Debug for RateMap {
 /// Rates above 1 are percentages; the result is clamped to `[0, 1]`.
 const fn normalize_rate(r: f64) -> f64 {
     let r = if r > 1.0 { r / 100.0 } else { r };
-    if r < 0.0 || r != r {
+    if r < 0.0 || r.is_nan() {
         0.0
     } else if r > 1.0 {
         1.0
@@ -345,19 +349,19 @@ pub enum ErrorKind {
 impl core::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            ErrorKind::UnknownKey => f.write_str("unknown setting"),
-            ErrorKind::InvalidBool => {
+            Self::UnknownKey => f.write_str("unknown setting"),
+            Self::InvalidBool => {
                 f.write_str("not a boolean (expected true/false/yes/no/t/f/1/0)")
             }
-            ErrorKind::InvalidNumber => f.write_str("not a number"),
-            ErrorKind::InvalidRate => {
+            Self::InvalidNumber => f.write_str("not a number"),
+            Self::InvalidRate => {
                 f.write_str("not a rate (0 to 1, or a percentage from 0 to 100)")
             }
-            ErrorKind::InvalidRateMap => f.write_str("not a list of prefix:rate pairs"),
-            ErrorKind::InvalidOctal => f.write_str("not an octal permission mode (e.g. 700)"),
-            ErrorKind::InvalidChoice => f.write_str("not one of the accepted values"),
-            ErrorKind::TooLong { max } => write!(f, "longer than {max} bytes"),
-            ErrorKind::TooManyItems { max } => write!(f, "more than {max} entries"),
+            Self::InvalidRateMap => f.write_str("not a list of prefix:rate pairs"),
+            Self::InvalidOctal => f.write_str("not an octal permission mode (e.g. 700)"),
+            Self::InvalidChoice => f.write_str("not one of the accepted values"),
+            Self::TooLong { max } => write!(f, "longer than {max} bytes"),
+            Self::TooManyItems { max } => write!(f, "more than {max} entries"),
         }
     }
 }
@@ -944,11 +948,10 @@ impl Config {
             if let Some(i) = ALIASES.iter().position(|(_, c)| *c == key) {
                 canonical_set[i] = true;
             }
-            if let Some(i) = ALIASES.iter().position(|(a, _)| *a == key) {
-                if canonical_set[i] {
+            if let Some(i) = ALIASES.iter().position(|(a, _)| *a == key)
+                && canonical_set[i] {
                     continue;
                 }
-            }
             match self.set(key, value) {
                 Ok(()) => report.applied += 1,
                 Err(ErrorKind::UnknownKey) => report.unknown += 1,
@@ -1085,7 +1088,7 @@ mod tests {
 
     #[test]
     fn const_builder() {
-        assert!(STATIC_CFG.monitor);
+        const { assert!(STATIC_CFG.monitor) };
         assert_eq!(
             STATIC_CFG
                 .ignore_endpoints

@@ -78,9 +78,21 @@ impl Sink for SliceSink<'_> {
     fn write(&mut self, bytes: &[u8]) -> Result<(), BufferFull> {
         let end = self.len.checked_add(bytes.len()).ok_or(BufferFull)?;
         let dst = self.buf.get_mut(self.len..end).ok_or(BufferFull)?;
-        dst.copy_from_slice(bytes);
+        copy_small(dst, bytes);
         self.len = end;
         Ok(())
+    }
+}
+
+/// Copies without a `memcpy` call for the short pieces JSON encoding produces.
+#[inline(always)]
+fn copy_small(dst: &mut [u8], src: &[u8]) {
+    if src.len() <= 16 {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    } else {
+        dst.copy_from_slice(src);
     }
 }
 
@@ -142,15 +154,42 @@ impl<W: embedded_io::Write> Sink for IoSink<W> {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// `true` for bytes written as they are: printable ASCII except `"` and `\`.
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        t[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    t
+};
+
+/// Writes text known to need no escaping (ids, timestamps) between quotes... without quotes.
+#[inline]
+pub(crate) fn write_plain<S: Sink + ?Sized>(out: &mut S, s: &str) -> Result<(), S::Error> {
+    if s.bytes().all(|b| PLAIN[usize::from(b)]) {
+        out.write(s.as_bytes())
+    } else {
+        write_escaped_body(out, s)
+    }
+}
+
 /// Writes `s` as a quoted JSON string with Python's `ensure_ascii` escaping.
 pub fn write_str<S: Sink + ?Sized>(out: &mut S, s: &str) -> Result<(), S::Error> {
     out.write(b"\"")?;
+    write_escaped_body(out, s)?;
+    out.write(b"\"")
+}
+
+/// The escaped content of a JSON string, without the quotes.
+fn write_escaped_body<S: Sink + ?Sized>(out: &mut S, s: &str) -> Result<(), S::Error> {
     let bytes = s.as_bytes();
     let mut run_start = 0;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+        if PLAIN[usize::from(b)] {
             i += 1;
             continue;
         }
@@ -190,7 +229,7 @@ pub fn write_str<S: Sink + ?Sized>(out: &mut S, s: &str) -> Result<(), S::Error>
     if run_start < bytes.len() {
         out.write(&bytes[run_start..])?;
     }
-    out.write(b"\"")
+    Ok(())
 }
 
 #[inline]

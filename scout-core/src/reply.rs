@@ -41,8 +41,8 @@ pub enum ReplyError {
 impl core::fmt::Display for ReplyError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            ReplyError::Syntax(at) => write!(f, "reply is not valid JSON (byte {at})"),
-            ReplyError::Shape => f.write_str("reply is not {\"<Command>\": {...}}"),
+            Self::Syntax(at) => write!(f, "reply is not valid JSON (byte {at})"),
+            Self::Shape => f.write_str("reply is not {\"<Command>\": {...}}"),
         }
     }
 }

@@ -126,12 +126,12 @@ pub enum DropReason {
 impl core::fmt::Display for DropReason {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
-            DropReason::SpanLimit => "span limit reached",
-            DropReason::SpanCapacity => "span storage full",
-            DropReason::Depth => "spans nested too deep",
-            DropReason::TagCapacity => "tag storage full",
-            DropReason::Arena => "string storage full",
-            DropReason::NotOpen => "request not open",
+            Self::SpanLimit => "span limit reached",
+            Self::SpanCapacity => "span storage full",
+            Self::Depth => "spans nested too deep",
+            Self::TagCapacity => "tag storage full",
+            Self::Arena => "string storage full",
+            Self::NotOpen => "request not open",
         })
     }
 }
@@ -820,5 +820,232 @@ impl<'r, S: Storage> Iterator for TagIter<'r, S> {
         let t = self.req.tags.as_slice().get(usize::from(self.cur))?;
         self.cur = t.next;
         Some((self.req.resolve(t.key), self.req.resolve_value(t.value)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Fixed;
+
+    type Small = Request<Fixed<4, 4, 32, 3>>;
+
+    fn begun<S: Storage>(limit: u32) -> Request<S> {
+        let mut r = Request::new();
+        r.begin(
+            RequestIds::from_parts([1; 16], [2, 3]),
+            Timestamp(100),
+            limit,
+        );
+        r
+    }
+
+    fn ops<S: Storage>(r: &Request<S>) -> heapless::Vec<&str, 16> {
+        r.spans().map(|s| s.operation()).collect()
+    }
+
+    #[test]
+    fn nesting_parents_and_completion_order() {
+        let mut r: Request = begun(1500);
+        let root = r.start_span("Controller/a".into(), Timestamp(100), SpanFlags::NONE);
+        let child = r.start_span("SQL/Query".into(), Timestamp(110), SpanFlags::NONE);
+        let grandchild = r.start_span("Custom/x".into(), Timestamp(120), SpanFlags::NONE);
+        assert_eq!(root, SpanStart::Recorded(SpanIdx(0)));
+        assert_eq!(grandchild, SpanStart::Recorded(SpanIdx(2)));
+        let s = r.stop_span(Timestamp(130)).unwrap();
+        assert_eq!(
+            s,
+            SpanStop {
+                span: Some(SpanIdx(2)),
+                duration_us: Some(10),
+                finished: false
+            }
+        );
+        r.stop_span(Timestamp(140)).unwrap();
+        r.start_span("HTTP/GET".into(), Timestamp(150), SpanFlags::NONE);
+        r.stop_span(Timestamp(160)).unwrap();
+        let last = r.stop_span(Timestamp(200)).unwrap();
+        assert!(last.finished && r.is_finished());
+        assert_eq!(r.end_time(), Timestamp(200));
+        assert_eq!(
+            ops(&r),
+            ["Custom/x", "SQL/Query", "HTTP/GET", "Controller/a"]
+        );
+        let parents: heapless::Vec<Option<SpanIdx>, 4> = r.spans().map(|s| s.parent()).collect();
+        assert_eq!(
+            parents,
+            [Some(SpanIdx(1)), Some(SpanIdx(0)), Some(SpanIdx(0)), None]
+        );
+        assert_eq!(child, SpanStart::Recorded(SpanIdx(1)));
+        assert_eq!(
+            r.stop_span(Timestamp(300)),
+            Err(NoOpenSpan),
+            "extra stops are refused"
+        );
+        assert_eq!(
+            r.start_span("Custom/late".into(), Timestamp(300), SpanFlags::NONE),
+            SpanStart::Dropped(DropReason::NotOpen)
+        );
+    }
+
+    #[test]
+    fn real_only_with_controller_or_job() {
+        let mut r: Request = begun(1500);
+        r.start_span("Custom/x".into(), Timestamp(1), SpanFlags::NONE);
+        r.stop_span(Timestamp(2)).unwrap();
+        assert!(!r.is_real());
+        assert_eq!(r.operation(), None);
+        let mut r: Request = begun(1500);
+        r.start_span("Job/mail".into(), Timestamp(1), SpanFlags::NONE);
+        assert!(r.is_real());
+        assert_eq!(r.operation(), Some("Job/mail"));
+    }
+
+    #[test]
+    fn span_limit_keeps_ancestors_and_counts() {
+        let mut r: Request = begun(3);
+        r.start_span("Controller/a".into(), Timestamp(1), SpanFlags::NONE);
+        for i in 0..5 {
+            let s = r.start_span("Custom/x".into(), Timestamp(2 + i), SpanFlags::NONE);
+            assert_eq!(
+                matches!(s, SpanStart::Dropped(DropReason::SpanLimit)),
+                i >= 3
+            );
+            r.stop_span(Timestamp(3 + i)).unwrap();
+        }
+        r.stop_span(Timestamp(20)).unwrap();
+        assert_eq!(r.spans().count(), 4, "3 children + the open root");
+        assert_eq!(r.drops().span_limit, 2);
+    }
+
+    #[test]
+    fn capacities_drop_and_count_never_panic() {
+        let mut r: Small = begun(1500);
+        for i in 0..6u64 {
+            r.start_span("Custom/deep".into(), Timestamp(i), SpanFlags::NONE);
+        }
+        // 3 on the stack; 3 refused by depth.
+        assert_eq!(r.drops().depth, 3);
+        assert_eq!(r.depth(), 6);
+        for i in 0..6u64 {
+            let s = r.stop_span(Timestamp(10 + i)).unwrap();
+            assert_eq!(s.finished, i == 5);
+        }
+        assert_eq!(r.spans().count(), 3);
+
+        let mut r: Small = begun(1500);
+        r.start_span("Controller/x".into(), Timestamp(0), SpanFlags::NONE);
+        for i in 0..5u64 {
+            r.start_span("Custom/y".into(), Timestamp(i), SpanFlags::NONE);
+            r.stop_span(Timestamp(i + 1)).unwrap();
+        }
+        assert_eq!(r.drops().span_capacity, 2);
+        // Tags: 4 slots.
+        for (i, k) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            let res = r.tag_request(Text::Static(k), Value::Int(i as i64));
+            assert_eq!(res.is_err(), i == 4);
+        }
+        assert_eq!(r.drops().tag_capacity, 1);
+        // Arena: 32 bytes; a long borrowed string does not fit and leaves nothing behind.
+        let used = r.arena_used();
+        assert_eq!(
+            r.tag_request("a".into(), Value::Str("0123456789012345678901234567890123")),
+            Err(DropReason::Arena)
+        );
+        assert_eq!(r.arena_used(), used);
+        assert_eq!(r.request_tag("a"), Some(Value::Int(0)), "old value kept");
+        r.stop_span(Timestamp(50)).unwrap();
+        assert!(r.is_finished());
+    }
+
+    #[test]
+    fn tags_overwrite_in_place() {
+        let mut r: Request = begun(1500);
+        r.start_span("Controller/x".into(), Timestamp(0), SpanFlags::NONE);
+        r.tag_request("a".into(), Value::Int(1)).unwrap();
+        r.tag_request("b".into(), Value::Str("two")).unwrap();
+        r.tag_request(Text::Borrowed("a"), Value::Bool(true))
+            .unwrap();
+        {
+            let tags: heapless::Vec<(&str, Value<'_>), 4> = r.request_tags().collect();
+            assert_eq!(tags, [("a", Value::Bool(true)), ("b", Value::Str("two"))]);
+        }
+        r.tag_span("k".into(), Value::Float(0.5)).unwrap();
+        r.tag_span("k".into(), Value::Float(1.5)).unwrap();
+        let span = r.span(SpanIdx(0)).unwrap();
+        let st: heapless::Vec<(&str, Value<'_>), 4> = span.tags().collect();
+        assert_eq!(st, [("k", Value::Float(1.5))]);
+    }
+
+    #[test]
+    fn ignore_and_ignore_children() {
+        let mut r: Request = begun(1500);
+        r.start_span("Controller/x".into(), Timestamp(0), SpanFlags::NONE);
+        // An ignored span: its child is recorded under the root.
+        assert_eq!(
+            r.start_span("Custom/skip".into(), Timestamp(1), SpanFlags::IGNORE),
+            SpanStart::Ignored
+        );
+        r.tag_span("ignored".into(), Value::Int(1)).unwrap();
+        r.start_span("Custom/kept".into(), Timestamp(2), SpanFlags::NONE);
+        r.stop_span(Timestamp(3)).unwrap();
+        r.stop_span(Timestamp(4)).unwrap();
+        // A span ignoring its children: recorded, its subtree is not.
+        r.start_span(
+            "Elasticsearch/Search".into(),
+            Timestamp(5),
+            SpanFlags::IGNORE_CHILDREN,
+        );
+        assert_eq!(
+            r.start_span("HTTP/POST".into(), Timestamp(6), SpanFlags::NONE),
+            SpanStart::Ignored
+        );
+        assert_eq!(
+            r.start_span("HTTP/inner".into(), Timestamp(6), SpanFlags::NONE),
+            SpanStart::Ignored
+        );
+        r.stop_span(Timestamp(7)).unwrap();
+        r.stop_span(Timestamp(7)).unwrap();
+        r.stop_span(Timestamp(8)).unwrap();
+        // After it closed, children are recorded again.
+        r.start_span("Custom/after".into(), Timestamp(9), SpanFlags::NONE);
+        r.stop_span(Timestamp(10)).unwrap();
+        r.stop_span(Timestamp(11)).unwrap();
+        assert_eq!(
+            ops(&r),
+            [
+                "Custom/kept",
+                "Elasticsearch/Search",
+                "Custom/after",
+                "Controller/x"
+            ]
+        );
+        let kept = r.spans().next().unwrap();
+        assert_eq!(kept.parent(), Some(SpanIdx(0)));
+        assert_eq!(r.drops().total(), 0, "deliberate ignores are not drops");
+    }
+
+    #[test]
+    fn finish_closes_everything() {
+        let mut r: Request = begun(1500);
+        r.start_span("Controller/x".into(), Timestamp(0), SpanFlags::NONE);
+        r.start_span("Custom/y".into(), Timestamp(1), SpanFlags::NONE);
+        r.finish(Timestamp(9));
+        assert!(r.is_finished());
+        assert_eq!(r.spans().count(), 2);
+        assert_eq!(r.end_time(), Timestamp(9));
+    }
+
+    #[test]
+    fn borrowed_names_are_copied() {
+        let mut r: Request = begun(1500);
+        {
+            let mut name = [0u8; 16];
+            name[..14].copy_from_slice(b"Controller/dyn");
+            let s = core::str::from_utf8(&name[..14]).unwrap();
+            r.start_span(Text::Borrowed(s), Timestamp(0), SpanFlags::NONE);
+        }
+        r.stop_span(Timestamp(1)).unwrap();
+        assert_eq!(r.operation(), Some("Controller/dyn"));
     }
 }

@@ -6,6 +6,19 @@
 
 use crate::request::{SpanRecord, TagRecord};
 
+/// A buffer had no room for what was added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct CapacityError;
+
+impl core::fmt::Display for CapacityError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("buffer capacity exceeded")
+    }
+}
+
+impl core::error::Error for CapacityError {}
+
 /// A growable-up-to-a-limit vector.
 ///
 /// Implementations must never panic; `try_push` and `try_extend` report a full buffer by
@@ -20,7 +33,7 @@ pub trait Buffer<T>: Default {
     /// Removes and returns the last element.
     fn pop(&mut self) -> Option<T>;
     /// Appends all of `values`, or nothing.
-    fn try_extend(&mut self, values: &[T]) -> Result<(), ()>
+    fn try_extend(&mut self, values: &[T]) -> Result<(), CapacityError>
     where
         T: Copy;
     /// Shortens to `len` elements (no effect if already shorter).
@@ -52,15 +65,15 @@ impl<T, const N: usize> Buffer<T> for heapless::Vec<T, N> {
     }
     #[inline]
     fn pop(&mut self) -> Option<T> {
-        heapless::Vec::pop(self)
+        Self::pop(self)
     }
     #[inline]
-    fn try_extend(&mut self, values: &[T]) -> Result<(), ()>
+    fn try_extend(&mut self, values: &[T]) -> Result<(), CapacityError>
     where
         T: Copy,
     {
-        if self.capacity() - heapless::Vec::len(self) < values.len() {
-            return Err(());
+        if self.capacity() - Self::len(self) < values.len() {
+            return Err(CapacityError);
         }
         for v in values {
             // Cannot fail: capacity checked above.
@@ -70,11 +83,11 @@ impl<T, const N: usize> Buffer<T> for heapless::Vec<T, N> {
     }
     #[inline]
     fn truncate(&mut self, len: usize) {
-        heapless::Vec::truncate(self, len)
+        Self::truncate(self, len)
     }
     #[inline]
     fn clear(&mut self) {
-        heapless::Vec::clear(self)
+        Self::clear(self)
     }
 }
 

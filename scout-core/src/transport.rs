@@ -26,10 +26,10 @@ pub enum ErrorKind {
 impl core::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
-            ErrorKind::Full => "transport full",
-            ErrorKind::Disconnected => "transport disconnected",
-            ErrorKind::TooLarge => "frame too large for transport",
-            ErrorKind::Other => "transport error",
+            Self::Full => "transport full",
+            Self::Disconnected => "transport disconnected",
+            Self::TooLarge => "frame too large for transport",
+            Self::Other => "transport error",
         })
     }
 }

@@ -153,10 +153,10 @@ pub enum ContextError {
 impl core::fmt::Display for ContextError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
-            ContextError::EmptyKey => "context key is empty",
-            ContextError::KeyTooLong => "context key is longer than 128 bytes",
-            ContextError::InvalidKeyChar => "context key may only contain A-Z a-z 0-9 _ -",
-            ContextError::InvalidValueType => {
+            Self::EmptyKey => "context key is empty",
+            Self::KeyTooLong => "context key is longer than 128 bytes",
+            Self::InvalidKeyChar => "context key may only contain A-Z a-z 0-9 _ -",
+            Self::InvalidValueType => {
                 "context value must be a string, integer, float or boolean"
             }
         })

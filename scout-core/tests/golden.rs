@@ -35,7 +35,7 @@ impl<T> Buffer<T> for VecBuf<T> {
     fn pop(&mut self) -> Option<T> {
         self.0.pop()
     }
-    fn try_extend(&mut self, values: &[T]) -> Result<(), ()>
+    fn try_extend(&mut self, values: &[T]) -> Result<(), scout_core::storage::CapacityError>
     where
         T: Copy,
     {

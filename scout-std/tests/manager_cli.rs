@@ -37,7 +37,7 @@ fn four_processes_download_once() {
     let fx = Fixture::new();
     let server = HttpServer::start(Reply::Body {
         bytes: fx.good_tgz(0),
-        delay: Duration::from_millis(700),
+        delay: Duration::from_millis(1500),
     });
     let children: Vec<_> = (0..4)
         .map(|_| {
@@ -50,15 +50,19 @@ fn four_processes_download_once() {
         .into_iter()
         .map(|c| c.wait_with_output().expect("wait"))
         .collect();
-    let mut downloaded = 0;
+    let (mut downloaded, mut waited) = (0, 0);
     for out in &outputs {
         let (stdout, stderr) = text(out);
         assert!(out.status.success(), "stdout {stdout}\nstderr {stderr}");
         if stdout.contains("downloaded and verified") {
             downloaded += 1;
         }
+        if stdout.contains("downloaded by another process") {
+            waited += 1;
+        }
     }
     assert_eq!(downloaded, 1, "exactly one process downloads");
+    assert!(waited >= 1, "the others waited for the lock holder");
     assert_eq!(server.gets(), 1, "the server saw one GET");
     let wd = fx.working_dir();
     assert!(wd.join("core-agent").is_file());

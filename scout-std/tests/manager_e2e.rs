@@ -519,3 +519,20 @@ fn held_lock_is_waited_for_with_a_bound() {
     );
     assert_eq!(server.gets(), 0);
 }
+
+#[test]
+fn works_when_called_from_inside_a_tokio_runtime() {
+    let fx = Fixture::new();
+    let server = HttpServer::start(Reply::body(fx.good_tgz(0)));
+    let cfg = fx.config(&server.base_url());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let outcome = rt.block_on(async { manager::ensure_running(&cfg) });
+    assert_eq!(
+        outcome.expect("no panic, no error"),
+        Outcome::Launched { downloaded: true }
+    );
+    assert_eq!(server.gets(), 1);
+}

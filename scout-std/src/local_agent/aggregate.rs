@@ -267,7 +267,11 @@ impl Aggregator {
                     min_us: a.latency.min(),
                     max_us: a.latency.max(),
                     kinds,
-                    slowest: a.slowest.iter().map(|r| FinishedRequest::clone(r)).collect(),
+                    slowest: a
+                        .slowest
+                        .iter()
+                        .map(|r| FinishedRequest::clone(r))
+                        .collect(),
                 }
             })
             .collect()

@@ -157,8 +157,8 @@ pub fn parse_args(args: &[String]) -> Result<CliCommand, String> {
             "--daemonize" => a.daemonize = parse_bool(flag, &value()?)?,
             "--log-level" => {
                 let v = value()?;
-                a.log_level =
-                    logger::parse_level(&v).ok_or_else(|| format!("--log-level: unknown level {v:?}"))?;
+                a.log_level = logger::parse_level(&v)
+                    .ok_or_else(|| format!("--log-level: unknown level {v:?}"))?;
             }
             "--log-file" => a.log_file = Some(PathBuf::from(value()?)),
             "--config-file" => a.config_file = Some(PathBuf::from(value()?)),
@@ -235,7 +235,10 @@ fn start(a: StartArgs, raw_args: &[String]) -> i32 {
         return 1;
     }
     if let Some(f) = &a.config_file {
-        log::info!("--config-file {} accepted for compatibility and not read", f.display());
+        log::info!(
+            "--config-file {} accepted for compatibility and not read",
+            f.display()
+        );
     }
     if a.daemonize {
         return daemonize(&a, raw_args);

@@ -61,9 +61,12 @@ pub fn probe(address: &Address, timeout: Duration) -> io::Result<String> {
     if let Some(f) = reply.get("Failure") {
         return Err(io::Error::other(format!("agent replied Failure: {f}")));
     }
-    let inner = reply
-        .get("CoreAgentVersion")
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("unexpected reply {reply}")))?;
+    let inner = reply.get("CoreAgentVersion").ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected reply {reply}"),
+        )
+    })?;
     Ok(match inner.get("version") {
         Some(Value::String(v)) => v.clone(),
         Some(Value::Object(o)) => o

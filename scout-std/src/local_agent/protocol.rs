@@ -48,7 +48,7 @@ pub(crate) enum Command {
         ts: Option<Timestamp>,
         request_id: String,
     },
-    Batch(Vec<Command>),
+    Batch(Vec<Self>),
     ApplicationEvent {
         ts: Option<Timestamp>,
         event_type: String,
@@ -318,7 +318,9 @@ mod tests {
             panic!("not a batch")
         };
         assert_eq!(c.len(), 5);
-        assert!(matches!(&c[2], Command::StartSpan { parent_id: None, operation, .. } if operation == "Job/X"));
+        assert!(
+            matches!(&c[2], Command::StartSpan { parent_id: None, operation, .. } if operation == "Job/X")
+        );
     }
 
     #[test]

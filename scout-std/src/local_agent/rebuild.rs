@@ -218,8 +218,10 @@ impl Rebuilder {
                 let Some(p) = self.request(&request_id, origin, counters) else {
                     return;
                 };
-                let n = span_bytes(&span_id) + operation.len() + parent_id.as_ref().map_or(0, String::len);
-                let Some(s) = span(p, span_id, max_spans) else {
+                let n = span_bytes(&span_id)
+                    + operation.len()
+                    + parent_id.as_ref().map_or(0, String::len);
+                let Some(s) = span(p, span_id, max_spans, true) else {
                     return;
                 };
                 s.parent = parent_id;
@@ -237,7 +239,7 @@ impl Rebuilder {
                 let Some(p) = self.request(&request_id, origin, counters) else {
                     return;
                 };
-                let Some(s) = span(p, span_id, max_spans) else {
+                let Some(s) = span(p, span_id, max_spans, false) else {
                     return;
                 };
                 let n = insert_tag(&mut s.tags, tag, value, limits_tags, max_value, counters);
@@ -252,7 +254,7 @@ impl Rebuilder {
                 let Some(p) = self.request(&request_id, origin, counters) else {
                     return;
                 };
-                let Some(s) = span(p, span_id, max_spans) else {
+                let Some(s) = span(p, span_id, max_spans, false) else {
                     return;
                 };
                 s.end = Some(ts.unwrap_or(now));
@@ -319,13 +321,18 @@ fn span_bytes(id: &str) -> usize {
     id.len() + OVERHEAD * 2
 }
 
-fn span<'a>(
-    p: &'a mut Pending,
+fn span(
+    p: &mut Pending,
     span_id: String,
     max_spans: usize,
-) -> Option<&'a mut PendingSpan> {
+    starting: bool,
+) -> Option<&mut PendingSpan> {
     if !p.spans.contains_key(&span_id) {
         if p.spans.len() >= max_spans {
+            // Counted once per span, on its StartSpan; its tags and stop are ignored silently.
+            if !starting {
+                return None;
+            }
             p.dropped_spans += 1;
             if p.dropped_spans == 1 {
                 log::warn!("request exceeds {max_spans} spans; further spans are dropped");
@@ -396,7 +403,9 @@ fn finish(id: String, p: Pending, finish_ts: Timestamp) -> FinishedRequest {
     let mut spans: Vec<(String, PendingSpan)> = Vec::with_capacity(p.spans.len());
     for (sid, s) in p.spans {
         if s.operation.is_none() {
-            warn(format!("span {sid}: tagged or stopped but never started (dropped)"));
+            warn(format!(
+                "span {sid}: tagged or stopped but never started (dropped)"
+            ));
         } else {
             spans.push((sid, s));
         }
@@ -497,13 +506,15 @@ fn finish(id: String, p: Pending, finish_ts: Timestamp) -> FinishedRequest {
         .find(|s| s.depth == 0 && is_endpoint_op(&s.operation))
         .or_else(|| out_spans.iter().find(|s| is_endpoint_op(&s.operation)))
         .map(|s| s.operation.clone());
-    let endpoint = operation.as_ref().map(|op| match p.tags.get("transaction.name") {
-        Some(Value::String(name)) if !name.is_empty() => {
-            let kind = op.split('/').next().unwrap_or("Controller");
-            format!("{kind}/{name}")
-        }
-        _ => op.clone(),
-    });
+    let endpoint = operation
+        .as_ref()
+        .map(|op| match p.tags.get("transaction.name") {
+            Some(Value::String(name)) if !name.is_empty() => {
+                let kind = op.split('/').next().unwrap_or("Controller");
+                format!("{kind}/{name}")
+            }
+            _ => op.clone(),
+        });
     FinishedRequest {
         id,
         app: p.app.to_string(),

@@ -274,7 +274,10 @@ async fn bind(
 /// missing; the socket is bound inside a private staging directory, set to mode 0600, then linked
 /// into place (so it is never reachable with looser permissions, and an existing file is never
 /// overwritten). A stale socket file that does not answer is removed first.
-fn bind_unix(path: &Path, address: &Address) -> Result<(std::os::unix::net::UnixListener, u64), StartError> {
+fn bind_unix(
+    path: &Path,
+    address: &Address,
+) -> Result<(std::os::unix::net::UnixListener, u64), StartError> {
     let io_err = |what: String| move |e| StartError::Io(what, e);
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -288,7 +291,8 @@ fn bind_unix(path: &Path, address: &Address) -> Result<(std::os::unix::net::Unix
             .map_err(io_err(format!("cannot create {}", parent.display())))?;
         log::info!("created socket directory {} (mode 0700)", parent.display());
     }
-    let meta = std::fs::metadata(&parent).map_err(io_err(format!("cannot stat {}", parent.display())))?;
+    let meta =
+        std::fs::metadata(&parent).map_err(io_err(format!("cannot stat {}", parent.display())))?;
     if meta.permissions().mode() & 0o077 != 0 {
         log::warn!(
             "socket directory {} is accessible to other users (mode {:o}); the socket file itself is restricted to mode 0600",
@@ -307,7 +311,8 @@ fn bind_unix(path: &Path, address: &Address) -> Result<(std::os::unix::net::Unix
             return Err(StartError::AlreadyRunning(address.clone()));
         }
         log::info!("removing stale socket file {}", path.display());
-        std::fs::remove_file(path).map_err(io_err(format!("cannot remove stale {}", path.display())))?;
+        std::fs::remove_file(path)
+            .map_err(io_err(format!("cannot remove stale {}", path.display())))?;
     }
     static STAGING: AtomicU64 = AtomicU64::new(0);
     let staging = parent.join(format!(
@@ -336,7 +341,10 @@ fn bind_unix(path: &Path, address: &Address) -> Result<(std::os::unix::net::Unix
         }
         Err(e) => {
             let _ = std::fs::remove_dir(&staging);
-            log::debug!("staged bind failed ({e}); binding {} directly", path.display());
+            log::debug!(
+                "staged bind failed ({e}); binding {} directly",
+                path.display()
+            );
             let l = std::os::unix::net::UnixListener::bind(path).map_err(|e| {
                 if e.kind() == io::ErrorKind::AddrInUse {
                     StartError::AlreadyRunning(address.clone())
@@ -349,7 +357,9 @@ fn bind_unix(path: &Path, address: &Address) -> Result<(std::os::unix::net::Unix
             l
         }
     };
-    let ino = std::fs::symlink_metadata(path).map(|m| m.ino()).unwrap_or(0);
+    let ino = std::fs::symlink_metadata(path)
+        .map(|m| m.ino())
+        .unwrap_or(0);
     Ok((listener, ino))
 }
 
@@ -491,7 +501,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(inner: &Inner, mut conn: Conne
                     "connection {}: too many bytes in flight on all connections; closing it",
                     conn.id
                 );
-                (failure_reply("agent busy: too much data in flight"), true, false)
+                (
+                    failure_reply("agent busy: too much data in flight"),
+                    true,
+                    false,
+                )
             }
             Err(FrameError::Io(e)) => {
                 log::debug!("connection {}: read error: {e}", conn.id);

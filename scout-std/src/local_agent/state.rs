@@ -144,10 +144,11 @@ impl State {
             }
         };
         let name = cmd.name();
-        let Some(app) = conn.app.clone().or_else(|| {
-            cmd.allowed_unregistered()
-                .then(|| Arc::<str>::from(""))
-        }) else {
+        let Some(app) = conn
+            .app
+            .clone()
+            .or_else(|| cmd.allowed_unregistered().then(|| Arc::<str>::from("")))
+        else {
             self.counters.unregistered_commands += 1;
             let msg = format!("{name} before Register; send Register first on this connection");
             conn.log_bad(&msg);
@@ -163,8 +164,10 @@ impl State {
                     language.as_deref().unwrap_or("unknown"),
                     if key.is_empty() { "empty" } else { "set" }
                 );
-                if let Some(lang) = language {
-                    self.app_info(&app).map(|i| i.language.get_or_insert(lang));
+                if let Some(lang) = language
+                    && let Some(info) = self.app_info(&app)
+                {
+                    info.language.get_or_insert(lang);
                 }
                 conn.app = Some(Arc::from(app));
                 Reply {
@@ -189,7 +192,14 @@ impl State {
                 event_value,
                 source,
             } => {
-                self.event(conn.id, &app, ts.unwrap_or(now), event_type, event_value, source);
+                self.event(
+                    conn.id,
+                    &app,
+                    ts.unwrap_or(now),
+                    event_type,
+                    event_value,
+                    source,
+                );
                 Reply {
                     bytes: success_reply(name, None),
                     shutdown: false,
@@ -324,7 +334,10 @@ impl State {
     }
 
     pub(crate) fn requests(&self) -> Vec<FinishedRequest> {
-        self.requests.iter().map(|r| FinishedRequest::clone(r)).collect()
+        self.requests
+            .iter()
+            .map(|r| FinishedRequest::clone(r))
+            .collect()
     }
 
     pub(crate) fn messages(&self) -> Vec<ReceivedMessage> {

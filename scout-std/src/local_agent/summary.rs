@@ -53,9 +53,15 @@ fn fmt_value(v: &Value) -> String {
     }
 }
 
+/// Python's per-span allocation counters: stored and exported, but noise in the waterfall.
+const HIDDEN_TAGS: [&str; 3] = ["allocations", "start_allocations", "stop_allocations"];
+
 fn fmt_tags(tags: &serde_json::Map<String, Value>) -> String {
     let mut out = String::new();
     for (k, v) in tags {
+        if HIDDEN_TAGS.contains(&k.as_str()) {
+            continue;
+        }
         if !out.is_empty() {
             out.push(' ');
         }
@@ -92,7 +98,11 @@ pub(crate) fn render(
             let mut line = format!("App {:?}", e.app);
             if let Some(info) = apps.get(&e.app) {
                 if let Some(l) = &info.language {
-                    let _ = write!(line, "  {l} {}", info.language_version.as_deref().unwrap_or(""));
+                    let _ = write!(
+                        line,
+                        "  {l} {}",
+                        info.language_version.as_deref().unwrap_or("")
+                    );
                 }
                 if let Some(f) = info.framework.as_deref().filter(|f| !f.is_empty()) {
                     let _ = write!(line, "  framework {f}");
@@ -183,7 +193,13 @@ pub(crate) fn waterfall(r: &FinishedRequest) -> String {
         let from = from.min(BAR_WIDTH - 1);
         let len = len.clamp(1, BAR_WIDTH - from);
         let bar: String = (0..BAR_WIDTH)
-            .map(|i| if i >= from && i < from + len { '#' } else { '.' })
+            .map(|i| {
+                if i >= from && i < from + len {
+                    '#'
+                } else {
+                    '.'
+                }
+            })
             .collect();
         let indent = "  ".repeat(s.depth.min(12) as usize);
         let tags = fmt_tags(&s.tags);

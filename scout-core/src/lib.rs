@@ -37,6 +37,7 @@
 
 pub mod command;
 pub mod config;
+pub mod device;
 pub mod id;
 pub mod json;
 pub mod reply;

@@ -22,7 +22,7 @@ pub struct Limits {
     pub max_pending_requests: usize,
     /// Approximate bytes held by unfinished requests together.
     pub max_pending_bytes: usize,
-    /// Unfinished requests older than this are evicted.
+    /// Unfinished requests that receive no command for this long are evicted.
     pub pending_timeout: Duration,
     /// Spans kept per request (more are counted as dropped).
     pub max_spans_per_request: usize,

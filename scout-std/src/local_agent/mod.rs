@@ -34,7 +34,7 @@
 //!   in tree pre-order with depth, duration and exclusive time. Missing timestamps are replaced by
 //!   the receive time; spans never stopped end with the request (a warning is recorded).
 //!   Unfinished requests are bounded in count and approximate bytes and evicted after
-//!   [`Limits::pending_timeout`].
+//!   [`Limits::pending_timeout`] without a command.
 //! * **Aggregation** (`aggregate`): per application (`Register.app`) and endpoint (the
 //!   `Controller/...` or `Job/...` span, renamed by a `transaction.name` tag): call and error counts
 //!   (`error` tag `"true"`), a log-linear latency histogram (mean, p50/p95/p99), exclusive time by

@@ -36,7 +36,8 @@ struct PendingSpan {
 struct Pending {
     app: Arc<str>,
     connection: u64,
-    created: Instant,
+    /// Time of the last command for this request (eviction is by inactivity).
+    last_seen: Instant,
     start: Option<Timestamp>,
     tags: Map<String, Value>,
     spans: HashMap<String, PendingSpan>,
@@ -162,7 +163,7 @@ impl Rebuilder {
                 Pending {
                     app: origin.app.clone(),
                     connection: origin.connection,
-                    created: Instant::now(),
+                    last_seen: Instant::now(),
                     start: None,
                     tags: Map::new(),
                     spans: HashMap::new(),
@@ -172,7 +173,9 @@ impl Rebuilder {
                 },
             );
         }
-        self.pending.get_mut(id)
+        let p = self.pending.get_mut(id)?;
+        p.last_seen = Instant::now();
+        Some(p)
     }
 
     /// Applies one request/span command (`ApplicationEvent`s are handled by the caller), pushing
@@ -291,20 +294,20 @@ impl Rebuilder {
         self.pending_bytes += added;
     }
 
-    /// Evicts requests pending for longer than the pending timeout; returns how many.
+    /// Evicts requests without any command for longer than the pending timeout; returns how many.
     pub(crate) fn expire(&mut self, counters: &mut Counters) -> usize {
         let timeout = self.limits.pending_timeout;
         let expired: Vec<String> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.created.elapsed() > timeout)
+            .filter(|(_, p)| p.last_seen.elapsed() > timeout)
             .map(|(id, _)| id.clone())
             .collect();
         for id in &expired {
             if let Some(p) = self.pending.remove(id) {
                 self.pending_bytes = self.pending_bytes.saturating_sub(p.bytes);
                 log::warn!(
-                    "request {id} (app {:?}, connection {}) never finished; evicted after {:?}",
+                    "request {id} (app {:?}, connection {}) never finished; evicted after {:?} without commands",
                     p.app,
                     p.connection,
                     timeout
@@ -623,5 +626,34 @@ mod tests {
         assert_eq!(r.spans[1].exclusive_us, 20_000);
         assert_eq!(r.spans[0].exclusive_us, 98_000 - 20_000);
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn stale_requests_expire_and_late_commands_are_ignored() {
+        let limits = Limits {
+            pending_timeout: std::time::Duration::ZERO,
+            ..Limits::default()
+        };
+        let mut r = Rebuilder::new(limits);
+        let origin = Origin {
+            connection: 1,
+            app: Arc::from("app"),
+        };
+        let mut c = Counters::default();
+        let mut out = Vec::new();
+        r.apply(
+            start("s", None, "Job/x", 1),
+            &origin,
+            Timestamp(0),
+            &mut c,
+            &mut out,
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(r.expire(&mut c), 1);
+        assert_eq!(r.pending_len(), 0);
+        r.apply(stop("s", 2), &origin, Timestamp(0), &mut c, &mut out);
+        assert_eq!(r.pending_len(), 0);
+        assert!(out.is_empty());
+        assert_eq!(c.expired_requests, 1);
     }
 }

@@ -1,0 +1,2 @@
+//! Scout APM agent for Embassy firmware (work in progress).
+#![no_std]

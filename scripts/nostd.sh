@@ -9,7 +9,8 @@
 # Environment (all optional):
 #   NOSTD_CRATES        crates to check (default: scout-core, plus scout-embassy once it exists)
 #   NOSTD_TARGETS       bare-metal targets (default: thumbv7em-none-eabihf thumbv6m-none-eabi riscv32imc-unknown-none-elf)
-#   NOSTD_DEFMT_TARGET  target also built with scout-core's `defmt` feature (default: thumbv7em-none-eabihf)
+#   NOSTD_DEFMT_TARGET  target also built with the crates' `defmt` feature (default: thumbv7em-none-eabihf)
+#   NOSTD_TREE_FEATURES features checked by `tree` besides the defaults, where a crate has them (default: defmt)
 #   DEB_RUSTC/DEB_CARGO Debian's rustc/cargo (default: found with dpkg -L rustc-web / cargo-web)
 #   NOSTD_MIN_RUSTC     minimum rustc-web version (default 1.88: heapless 0.9 / postcard 1.2 MSRV)
 set -euo pipefail
@@ -24,6 +25,7 @@ fi
 NOSTD_TARGETS="${NOSTD_TARGETS:-thumbv7em-none-eabihf thumbv6m-none-eabi riscv32imc-unknown-none-elf}"
 NOSTD_DEFMT_TARGET="${NOSTD_DEFMT_TARGET:-thumbv7em-none-eabihf}"
 NOSTD_MIN_RUSTC="${NOSTD_MIN_RUSTC:-1.88}"
+NOSTD_TREE_FEATURES="${NOSTD_TREE_FEATURES:-defmt}"
 
 log() { printf '[nostd] %s\n' "$*"; }
 die() { printf '[nostd] FAIL: %s\n' "$*" >&2; exit 1; }
@@ -31,6 +33,7 @@ die() { printf '[nostd] FAIL: %s\n' "$*" >&2; exit 1; }
 # version_ge A B: true if version A >= B
 version_ge() { [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" == "$2" ]]; }
 
+# Crate names double as their directory names (scout-core/, scout-embassy/).
 pkg_args() { local c; for c in $NOSTD_CRATES; do printf -- '-p\n%s\n' "$c"; done; }
 
 # --- a. host no_std binary --------------------------------------------------
@@ -54,7 +57,13 @@ gate_tree() {
   cargo tree -p scout-std -e features,normal --prefix none | grep -qE "$pat" \
     || die "self-test: pattern '$pat' matched nothing in scout-std's tree (cargo tree output format changed?)"
   for crate in $NOSTD_CRATES; do
-    for feats in "" "--all-features"; do
+    local sets=("")
+    # Also each no_std feature the crate declares (never `std`: that one may pull std).
+    local f
+    for f in $NOSTD_TREE_FEATURES; do
+      grep -qE "^${f}[[:space:]]*=" "$crate/Cargo.toml" 2>/dev/null && sets+=("--features $crate/$f")
+    done
+    for feats in "${sets[@]}"; do
       # no-proc-macro: proc macros run on the host, their std is fine.
       # shellcheck disable=SC2086
       tree="$(cargo tree -p "$crate" $feats -e features,normal,no-proc-macro --target thumbv7em-none-eabihf)"
@@ -95,7 +104,13 @@ gate_cross() {
   local t failed=()
   local builds=()
   for t in $NOSTD_TARGETS; do builds+=("$t|"); done
-  [[ -n "$NOSTD_DEFMT_TARGET" ]] && builds+=("$NOSTD_DEFMT_TARGET|scout-core/defmt")
+  if [[ -n "$NOSTD_DEFMT_TARGET" ]]; then
+    local c defmt_feats=""
+    for c in $NOSTD_CRATES; do
+      grep -qE '^defmt[[:space:]]*=' "$c/Cargo.toml" 2>/dev/null && defmt_feats+="${defmt_feats:+,}$c/defmt"
+    done
+    [[ -n "$defmt_feats" ]] && builds+=("$NOSTD_DEFMT_TARGET|$defmt_feats")
+  fi
   local b feat start
   for b in "${builds[@]}"; do
     t="${b%%|*}" feat="${b#*|}"

@@ -350,13 +350,9 @@ impl core::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::UnknownKey => f.write_str("unknown setting"),
-            Self::InvalidBool => {
-                f.write_str("not a boolean (expected true/false/yes/no/t/f/1/0)")
-            }
+            Self::InvalidBool => f.write_str("not a boolean (expected true/false/yes/no/t/f/1/0)"),
             Self::InvalidNumber => f.write_str("not a number"),
-            Self::InvalidRate => {
-                f.write_str("not a rate (0 to 1, or a percentage from 0 to 100)")
-            }
+            Self::InvalidRate => f.write_str("not a rate (0 to 1, or a percentage from 0 to 100)"),
             Self::InvalidRateMap => f.write_str("not a list of prefix:rate pairs"),
             Self::InvalidOctal => f.write_str("not an octal permission mode (e.g. 700)"),
             Self::InvalidChoice => f.write_str("not one of the accepted values"),
@@ -949,9 +945,10 @@ impl Config {
                 canonical_set[i] = true;
             }
             if let Some(i) = ALIASES.iter().position(|(a, _)| *a == key)
-                && canonical_set[i] {
-                    continue;
-                }
+                && canonical_set[i]
+            {
+                continue;
+            }
             match self.set(key, value) {
                 Ok(()) => report.applied += 1,
                 Err(ErrorKind::UnknownKey) => report.unknown += 1,

@@ -441,26 +441,13 @@ impl<S: Storage> Request<S> {
             IGNORED_TREE => self.ignored_depth = self.ignored_depth.saturating_sub(1),
             SKIPPED => {}
             idx => {
-                let last = self.last_done;
-                let Some(rec) = self.spans.as_mut_slice().get_mut(usize::from(idx)) else {
-                    return Err(NoOpenSpan);
-                };
-                rec.end = now;
-                let duration = now.micros_since(rec.start);
-                let parent = rec.parent;
-                if SpanFlags(rec.flags).contains(SpanFlags::IGNORE_CHILDREN) {
-                    self.ignored_depth = self.ignored_depth.saturating_sub(1);
-                }
+                let parent = self
+                    .spans
+                    .as_slice()
+                    .get(usize::from(idx))
+                    .map_or(NONE, |r| r.parent);
+                stop = self.complete(idx, now);
                 self.top_recorded = parent;
-                if last == NONE {
-                    self.first_done = idx;
-                } else if let Some(prev) = self.spans.as_mut_slice().get_mut(usize::from(last)) {
-                    prev.next_done = idx;
-                }
-                self.last_done = idx;
-                self.completed = self.completed.saturating_add(1);
-                stop.span = Some(SpanIdx(idx));
-                stop.duration_us = Some(duration);
             }
         }
         if self.stack.is_empty() {
@@ -469,6 +456,64 @@ impl<S: Storage> Request<S> {
             stop.finished = true;
         }
         Ok(stop)
+    }
+
+    /// Stops a specific recorded span, even if spans opened after it are still open (guards
+    /// dropped out of order, concurrent futures). Spans still open keep their parent. If the
+    /// span is not open, nothing happens and `Err(NoOpenSpan)` is returned.
+    pub fn stop_span_at(&mut self, span: SpanIdx, now: Timestamp) -> Result<SpanStop, NoOpenSpan> {
+        let stack = self.stack.as_slice();
+        let Some(pos) = stack.iter().rposition(|&e| e == span.0) else {
+            return Err(NoOpenSpan);
+        };
+        if pos + 1 == stack.len() && self.overflow_depth == 0 {
+            return self.stop_span(now);
+        }
+        // Remove the entry from the middle of the stack.
+        let len = stack.len();
+        let tail = self.stack.as_mut_slice();
+        tail.copy_within(pos + 1..len, pos);
+        self.stack.truncate(len - 1);
+        let stop = self.complete(span.0, now);
+        // The innermost recorded span may have changed.
+        self.top_recorded = self
+            .stack
+            .as_slice()
+            .iter()
+            .rev()
+            .copied()
+            .find(|&e| e != SKIPPED && e != IGNORED_TREE)
+            .unwrap_or(NONE);
+        Ok(stop)
+    }
+
+    /// Marks a recorded span (already removed from the stack) as completed.
+    fn complete(&mut self, idx: u16, now: Timestamp) -> SpanStop {
+        let last = self.last_done;
+        let Some(rec) = self.spans.as_mut_slice().get_mut(usize::from(idx)) else {
+            return SpanStop {
+                span: None,
+                duration_us: None,
+                finished: false,
+            };
+        };
+        rec.end = now;
+        let duration = now.micros_since(rec.start);
+        if SpanFlags(rec.flags).contains(SpanFlags::IGNORE_CHILDREN) {
+            self.ignored_depth = self.ignored_depth.saturating_sub(1);
+        }
+        if last == NONE {
+            self.first_done = idx;
+        } else if let Some(prev) = self.spans.as_mut_slice().get_mut(usize::from(last)) {
+            prev.next_done = idx;
+        }
+        self.last_done = idx;
+        self.completed = self.completed.saturating_add(1);
+        SpanStop {
+            span: Some(SpanIdx(idx)),
+            duration_us: Some(duration),
+            finished: false,
+        }
     }
 
     /// Stops every open span at `now`, finishing the request (for transactions abandoned
@@ -722,6 +767,20 @@ impl<S: Storage> Request<S> {
             req: self,
             cur: self.first_done,
         }
+    }
+    /// The four buffers (spans, tags, arena, open stack), e.g. to measure or trim them.
+    pub fn storage(&self) -> (&S::Spans, &S::Tags, &S::Arena, &S::Stack) {
+        (&self.spans, &self.tags, &self.arena, &self.stack)
+    }
+    /// The four buffers, mutably. Changing their contents other than by clearing them breaks
+    /// the request's invariants; use this to release memory of an idle or finished request.
+    pub fn storage_mut(&mut self) -> (&mut S::Spans, &mut S::Tags, &mut S::Arena, &mut S::Stack) {
+        (
+            &mut self.spans,
+            &mut self.tags,
+            &mut self.arena,
+            &mut self.stack,
+        )
     }
     /// A recorded span by index.
     pub fn span(&self, idx: SpanIdx) -> Option<SpanView<'_, S>> {
@@ -1023,6 +1082,38 @@ mod tests {
         let kept = r.spans().next().unwrap();
         assert_eq!(kept.parent(), Some(SpanIdx(0)));
         assert_eq!(r.drops().total(), 0, "deliberate ignores are not drops");
+    }
+
+    #[test]
+    fn out_of_order_stop() {
+        let mut r: Request = begun(1500);
+        r.start_span("Controller/x".into(), Timestamp(0), SpanFlags::NONE);
+        let SpanStart::Recorded(a) = r.start_span("Custom/a".into(), Timestamp(1), SpanFlags::NONE)
+        else {
+            panic!()
+        };
+        let SpanStart::Recorded(b) = r.start_span("Custom/b".into(), Timestamp(2), SpanFlags::NONE)
+        else {
+            panic!()
+        };
+        // `a` finishes first although `b` was opened inside it.
+        let s = r.stop_span_at(a, Timestamp(3)).unwrap();
+        assert_eq!(s.duration_us, Some(2));
+        assert_eq!(r.stop_span_at(a, Timestamp(3)), Err(NoOpenSpan));
+        // New spans now nest under `b`, the innermost open one.
+        let SpanStart::Recorded(c) = r.start_span("Custom/c".into(), Timestamp(4), SpanFlags::NONE)
+        else {
+            panic!()
+        };
+        assert_eq!(r.span(c).unwrap().parent(), Some(b));
+        r.stop_span_at(c, Timestamp(5)).unwrap();
+        r.stop_span_at(b, Timestamp(6)).unwrap();
+        let last = r.stop_span_at(SpanIdx(0), Timestamp(7)).unwrap();
+        assert!(last.finished);
+        assert_eq!(
+            ops(&r),
+            ["Custom/a", "Custom/c", "Custom/b", "Controller/x"]
+        );
     }
 
     #[test]

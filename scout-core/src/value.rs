@@ -156,9 +156,7 @@ impl core::fmt::Display for ContextError {
             Self::EmptyKey => "context key is empty",
             Self::KeyTooLong => "context key is longer than 128 bytes",
             Self::InvalidKeyChar => "context key may only contain A-Z a-z 0-9 _ -",
-            Self::InvalidValueType => {
-                "context value must be a string, integer, float or boolean"
-            }
+            Self::InvalidValueType => "context value must be a string, integer, float or boolean",
         })
     }
 }

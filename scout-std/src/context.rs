@@ -1,0 +1,509 @@
+//! The instrumentation API: transactions, spans, context, in sync and async code.
+//!
+//! The current request lives in a thread-local slot. Synchronous code keeps it there for the
+//! duration of a transaction guard; the future wrappers ([`FutureExt`]) own their request and
+//! put it into the slot only while they are being polled, so a request follows its task across
+//! `.await` points and tokio worker threads, and two concurrent requests never see each other's
+//! spans. A task spawned inside a request starts with no request: wrap it in its own
+//! transaction, or record its work in the parent with [`FutureExt::instrument`] awaited inside
+//! the parent's task.
+//!
+//! Spans opened with no current request are not recorded (there is nothing to report them in),
+//! at the cost of one thread-local read.
+
+use crate::agent::{self, Shared};
+use crate::pool::StdRequest;
+use crate::stats;
+use scout_core::{SpanFlags, SpanIdx, SpanStart, Text, Timestamp, Value};
+use std::cell::RefCell;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+/// The request being recorded on this thread, with the agent it reports to.
+pub(crate) struct Current {
+    pub(crate) req: Box<StdRequest>,
+    pub(crate) agent: Arc<Shared>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on the current request, if there is one.
+fn with_current<R>(f: impl FnOnce(&mut Current) -> R) -> Option<R> {
+    CURRENT
+        .try_with(|c| c.try_borrow_mut().ok().and_then(|mut c| c.as_mut().map(f)))
+        .ok()
+        .flatten()
+}
+
+fn swap_current(slot: &mut Option<Current>) {
+    let _ = CURRENT.try_with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            std::mem::swap(&mut *c, slot);
+        }
+    });
+}
+
+/// Builds `<kind>/<name>` on the stack; names longer than 1 KiB are cut at a character
+/// boundary (and logged), since an operation name that long is a bug in the caller.
+struct OpName {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl OpName {
+    fn new(kind: &str, name: &str) -> Self {
+        let mut me = Self {
+            buf: [0; 1024],
+            len: 0,
+        };
+        me.push(kind);
+        me.push("/");
+        if !me.push(name) {
+            log::warn!(target: "scout_apm", "operation name longer than 1024 bytes cut: {kind}/{}…", &name[..name.len().min(40)]);
+        }
+        me
+    }
+    fn push(&mut self, s: &str) -> bool {
+        let room = self.buf.len() - self.len;
+        let mut n = s.len().min(room);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        n == s.len()
+    }
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+/// What a transaction or span guard must undo.
+#[derive(Debug, Clone, Copy)]
+enum Opened {
+    /// Nothing was recorded (agent not installed, or no current request).
+    Nothing,
+    /// A span in the current request (recorded at this index, or not recorded).
+    Span(Option<SpanIdx>),
+}
+
+/// Opens a span in the current request, creating a request first when `new_request` and there
+/// is none. Returns what to close.
+fn open(kind: &str, name: &str, flags: SpanFlags, new_request: bool) -> Opened {
+    let now = agent::now();
+    let op = OpName::new(kind, name);
+    if let Some(r) = with_current(|c| c.req.start_span(Text::Borrowed(op.as_str()), now, flags)) {
+        return Opened::Span(recorded(r));
+    }
+    if !new_request {
+        return Opened::Nothing;
+    }
+    let Some(agent) = agent::active() else {
+        return Opened::Nothing;
+    };
+    let mut req = agent.new_request(now);
+    let r = req.start_span(Text::Borrowed(op.as_str()), now, flags);
+    let _ = CURRENT.try_with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            *c = Some(Current { req, agent });
+        }
+    });
+    Opened::Span(recorded(r))
+}
+
+fn recorded(r: SpanStart) -> Option<SpanIdx> {
+    match r {
+        SpanStart::Recorded(i) => Some(i),
+        _ => None,
+    }
+}
+
+/// Closes what `open` opened; submits the request when it finished.
+fn close(opened: Opened) {
+    let Opened::Span(idx) = opened else { return };
+    let now = agent::now();
+    let finished = with_current(|c| {
+        let stop = match idx {
+            Some(i) => c.req.stop_span_at(i, now),
+            None => c.req.stop_span(now),
+        };
+        let Ok(stop) = stop else { return false };
+        if let (Some(span), Some(d)) = (stop.span, stop.duration_us) {
+            if d >= c.agent.backtrace_threshold_us() {
+                crate::backtrace::tag_slow_span(&mut c.req, span);
+            }
+        }
+        stop.finished
+    });
+    if finished == Some(true) {
+        let mut slot = None;
+        swap_current(&mut slot);
+        if let Some(cur) = slot {
+            cur.agent.submit(cur.req);
+        }
+    }
+}
+
+/// A web transaction or background job in progress (see [`web_transaction`]). Stops when
+/// dropped. Not `Send`: in async code use [`FutureExt::web_transaction`] instead.
+#[must_use = "the transaction stops when this guard is dropped"]
+#[derive(Debug)]
+pub struct TransactionGuard {
+    opened: Opened,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl TransactionGuard {
+    /// Tags the transaction's request (transaction tags are request tags, as in Python).
+    pub fn tag<'a>(&self, key: &str, value: impl Into<Value<'a>>) {
+        tag_request(key, value.into());
+    }
+    /// Stops the transaction now (the same as dropping the guard).
+    pub fn stop(self) {}
+}
+
+impl Drop for TransactionGuard {
+    fn drop(&mut self) {
+        close(self.opened);
+    }
+}
+
+/// A span in progress (see [`instrument`]). Stops when dropped. Not `Send`.
+#[must_use = "the span stops when this guard is dropped"]
+#[derive(Debug)]
+pub struct SpanGuard {
+    opened: Opened,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl SpanGuard {
+    /// Tags this span.
+    pub fn tag<'a>(&self, key: &str, value: impl Into<Value<'a>>) {
+        if let Opened::Span(Some(idx)) = self.opened {
+            let value = value.into();
+            with_current(|c| c.req.tag_span_at(idx, Text::Borrowed(key), value));
+        }
+    }
+    /// Stops the span now (the same as dropping the guard).
+    pub fn stop(self) {}
+}
+
+impl Drop for SpanGuard {
+    fn drop(&mut self) {
+        close(self.opened);
+    }
+}
+
+/// Starts a web transaction, `Controller/<name>`, on this thread.
+///
+/// ```
+/// let _agent = scout_std::install(scout_core::Config::new()); // monitor off: a no-op
+/// {
+///     let tx = scout_std::web_transaction("UsersController#show");
+///     tx.tag("user_id", 42);
+///     let _sql = scout_std::instrument_kind("SQL", "Query");
+/// } // both stop here; the request is queued for sending
+/// ```
+pub fn web_transaction(name: &str) -> TransactionGuard {
+    transaction("Controller", name)
+}
+
+/// Starts a background transaction, `Job/<name>`, on this thread.
+pub fn background_transaction(name: &str) -> TransactionGuard {
+    transaction("Job", name)
+}
+
+fn transaction(kind: &str, name: &str) -> TransactionGuard {
+    let opened = open(kind, name, SpanFlags::NO_BACKTRACE, true);
+    if let Opened::Span(_) = opened {
+        with_current(|c| c.req.mark_real());
+    }
+    TransactionGuard {
+        opened,
+        _not_send: PhantomData,
+    }
+}
+
+/// Runs `f` inside a web transaction.
+pub fn with_web_transaction<R>(name: &str, f: impl FnOnce() -> R) -> R {
+    let _t = web_transaction(name);
+    f()
+}
+
+/// Runs `f` inside a background transaction.
+pub fn with_background_transaction<R>(name: &str, f: impl FnOnce() -> R) -> R {
+    let _t = background_transaction(name);
+    f()
+}
+
+thread_local! {
+    static EXPLICIT: RefCell<Vec<TransactionGuard>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Starts a web transaction that lasts until [`stop_transaction`] on the same thread
+/// (Python's `WebTransaction.start`).
+pub fn start_web_transaction(name: &str) {
+    let g = web_transaction(name);
+    let _ = EXPLICIT.try_with(|e| e.borrow_mut().push(g));
+}
+
+/// Starts a background transaction that lasts until [`stop_transaction`] on the same thread.
+pub fn start_background_transaction(name: &str) {
+    let g = background_transaction(name);
+    let _ = EXPLICIT.try_with(|e| e.borrow_mut().push(g));
+}
+
+/// Stops the transaction most recently started with `start_*_transaction` on this thread.
+pub fn stop_transaction() {
+    let g = EXPLICIT.try_with(|e| e.borrow_mut().pop()).ok().flatten();
+    drop(g);
+}
+
+/// Opens a `Custom/<name>` span in the current request.
+pub fn instrument(name: &str) -> SpanGuard {
+    instrument_kind("Custom", name)
+}
+
+/// Opens a `<kind>/<name>` span (e.g. `SQL/Query`, `HTTP/GET`) in the current request.
+pub fn instrument_kind(kind: &str, name: &str) -> SpanGuard {
+    SpanGuard {
+        opened: open(kind, name, SpanFlags::NONE, false),
+        _not_send: PhantomData,
+    }
+}
+
+/// Opens a span with explicit [`SpanFlags`] (e.g. `IGNORE_CHILDREN` for a driver whose own
+/// calls should not be recorded).
+pub fn instrument_with_flags(kind: &str, name: &str, flags: SpanFlags) -> SpanGuard {
+    SpanGuard {
+        opened: open(kind, name, flags, false),
+        _not_send: PhantomData,
+    }
+}
+
+/// Runs `f` inside a `Custom/<name>` span.
+pub fn instrument_fn<R>(name: &str, f: impl FnOnce() -> R) -> R {
+    let _s = instrument(name);
+    f()
+}
+
+/// Tags the current request with any key (integrations use this for `path`, `user_ip`,
+/// `error`, ...). For user context use [`Context::add`], which applies the key rules.
+pub fn tag_request(key: &str, value: Value<'_>) {
+    with_current(|c| {
+        if c.req.tag_request(Text::Borrowed(key), value).is_err() {
+            stats::inc(&c.agent.counters.data_dropped_capacity);
+        }
+    });
+}
+
+/// Tags the innermost open span of the current request.
+pub fn tag_span(key: &str, value: Value<'_>) {
+    with_current(|c| {
+        let _ = c.req.tag_span(Text::Borrowed(key), value);
+    });
+}
+
+/// Custom context: request tags that show in Scout's trace view.
+#[derive(Debug, Clone, Copy)]
+pub struct Context;
+
+impl Context {
+    /// Adds a request tag. Keys must be non-empty, at most 128 bytes of `A-Z a-z 0-9 _ -`;
+    /// values a string, integer, float or boolean. Invalid pairs are ignored with a logged
+    /// reason and counted; the return value says whether the tag was added.
+    pub fn add<'a>(key: &str, value: impl Into<Value<'a>>) -> bool {
+        let value = value.into();
+        if let Err(e) = scout_core::check_context(key, &value) {
+            log::warn!(target: "scout_apm", "context {key:?} ignored: {e}");
+            with_current(|c| stats::inc(&c.agent.counters.context_rejected));
+            return false;
+        }
+        with_current(|c| c.req.tag_request(Text::Borrowed(key), value).is_ok()).unwrap_or(false)
+    }
+}
+
+/// Marks the current request as ignored: it will not be reported.
+pub fn ignore_transaction() {
+    tag_request("ignore_transaction", Value::Bool(true));
+}
+
+/// Renames the current transaction (request tag `transaction.name`).
+pub fn rename_transaction(name: &str) {
+    tag_request("transaction.name", Value::Str(name));
+}
+
+/// The current request's id (`req-<uuid>`), if a request is being recorded on this thread.
+pub fn current_request_id() -> Option<String> {
+    with_current(|c| c.req.ids().request_id().as_str().to_owned())
+}
+
+/// True when a request is being recorded on this thread (or in this task while polled).
+pub fn in_request() -> bool {
+    with_current(|_| ()).is_some()
+}
+
+/// Futures that record themselves as transactions or spans.
+pub trait FutureExt: Future + Sized {
+    /// Runs the future as a web transaction `Controller/<name>` with its own request, which
+    /// is current only while the future is polled.
+    fn web_transaction(self, name: &str) -> Transaction<Self> {
+        Transaction::new(self, "Controller", name)
+    }
+    /// Runs the future as a background transaction `Job/<name>`.
+    fn background_transaction(self, name: &str) -> Transaction<Self> {
+        Transaction::new(self, "Job", name)
+    }
+    /// Records the future as a `Custom/<name>` span of the request current when it is first
+    /// polled (await it inside the transaction's task).
+    fn instrument(self, name: &str) -> Instrumented<Self> {
+        Instrumented::new(self, "Custom", name)
+    }
+    /// Records the future as a `<kind>/<name>` span.
+    fn instrument_kind(self, kind: &str, name: &str) -> Instrumented<Self> {
+        Instrumented::new(self, kind, name)
+    }
+}
+
+impl<F: Future> FutureExt for F {}
+
+/// A future recorded as a transaction (see [`FutureExt::web_transaction`]).
+#[must_use = "futures do nothing unless polled"]
+pub struct Transaction<F> {
+    inner: Pin<Box<F>>,
+    kind: &'static str,
+    name: Option<Box<str>>,
+    slot: Option<Current>,
+    opened: Opened,
+}
+
+impl<F> std::fmt::Debug for Transaction<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Transaction<F> {
+    fn new(inner: F, kind: &'static str, name: &str) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            kind,
+            name: Some(name.into()),
+            slot: None,
+            opened: Opened::Nothing,
+        }
+    }
+}
+
+impl<F: Future> Future for Transaction<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        if let Some(name) = this.name.take() {
+            // First poll: begin our own request (whatever is current stays untouched).
+            if let Some(agent) = agent::active() {
+                let now = agent::now();
+                let mut req = agent.new_request(now);
+                let op = OpName::new(this.kind, &name);
+                let r = req.start_span(Text::Borrowed(op.as_str()), now, SpanFlags::NO_BACKTRACE);
+                req.mark_real();
+                this.opened = Opened::Span(recorded(r));
+                this.slot = Some(Current { req, agent });
+            }
+        }
+        if this.slot.is_none() {
+            return this.inner.as_mut().poll(cx);
+        }
+        swap_current(&mut this.slot);
+        let out = this.inner.as_mut().poll(cx);
+        if out.is_ready() {
+            // Close while our request is current; `close` submits it and empties the slot.
+            close(std::mem::replace(&mut this.opened, Opened::Nothing));
+            // If spans inside were left open, our request is still current: finish it.
+            let mut leftover = None;
+            swap_current(&mut leftover);
+            swap_current(&mut this.slot); // restore what was current before us
+            if let Some(cur) = leftover {
+                finish_abandoned(cur);
+            }
+        } else {
+            swap_current(&mut this.slot);
+        }
+        out
+    }
+}
+
+impl<F> Drop for Transaction<F> {
+    fn drop(&mut self) {
+        // Dropped before completion (cancelled): report what was recorded.
+        if let Some(cur) = self.slot.take() {
+            finish_abandoned(cur);
+        }
+    }
+}
+
+fn finish_abandoned(mut cur: Current) {
+    if cur.req.is_open() {
+        cur.req.finish(agent::now());
+    }
+    cur.agent.submit(cur.req);
+}
+
+/// A future recorded as a span (see [`FutureExt::instrument`]).
+#[must_use = "futures do nothing unless polled"]
+pub struct Instrumented<F> {
+    inner: Pin<Box<F>>,
+    kind: Box<str>,
+    name: Box<str>,
+    opened: Option<Opened>,
+}
+
+impl<F> std::fmt::Debug for Instrumented<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instrumented")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl<F: Future> Instrumented<F> {
+    fn new(inner: F, kind: &str, name: &str) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            kind: kind.into(),
+            name: name.into(),
+            opened: None,
+        }
+    }
+}
+
+impl<F: Future> Future for Instrumented<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        if this.opened.is_none() {
+            this.opened = Some(open(&this.kind, &this.name, SpanFlags::NONE, false));
+        }
+        let out = this.inner.as_mut().poll(cx);
+        if out.is_ready() {
+            if let Some(o) = this.opened.take() {
+                close(o);
+            }
+            this.opened = Some(Opened::Nothing);
+        }
+        out
+    }
+}
+
+/// Reads the wall clock as a [`Timestamp`].
+pub fn now() -> Timestamp {
+    agent::now()
+}

@@ -1,2 +1,50 @@
-//! Scout APM agent for Embassy firmware (work in progress).
+//! # scout-embassy
+//!
+//! The Scout APM span model on a microcontroller: a `#![no_std]`, allocation-free static agent
+//! for Embassy firmware. Transactions and spans are recorded with the same model as the std
+//! agent ([`scout_core::Request`]); finished requests are encoded in the compact device wire
+//! format ([`scout_core::device`], about 5–8 bytes per span) into a bounded queue, and a
+//! forwarding task drains the queue to any [`embedded_io_async::Write`] link (UART, USB CDC,
+//! TCP) towards a gateway, which turns them into core-agent commands.
+//!
+//! The firmware never blocks, never panics and never waits for a host: when no link is
+//! attached or the queue is full, finished requests are dropped and counted
+//! ([`scout_core::device::DeviceDrops`], also sent to the gateway).
+//!
+//! ```no_run
+//! use scout_embassy::{Agent, AgentConfig};
+//!
+//! static AGENT: Agent = Agent::new(
+//!     AgentConfig::from_core(&scout_core::Config::new().span_limit(64))
+//!         .device_id("sensor-17")
+//!         .firmware("1.4.2")
+//!         .token("fleet-token"),
+//! );
+//!
+//! async fn read_sensor() {
+//!     let tx = AGENT.transaction("Job/read_sensor");
+//!     {
+//!         let _span = tx.span("I2C/read");
+//!         // ... talk to the sensor ...
+//!         tx.tag_span("bytes", 6.into());
+//!     }
+//!     tx.tag_request("sensor", scout_core::Value::Static("bme280"));
+//!     tx.finish();
+//! }
+//!
+//! // In a task: `AGENT.run_link(uart_rx, uart_tx).await` (again after a reconnect).
+//! ```
+//!
+//! Features: `std` (host tests and examples: embassy-time's std driver and critical-section's
+//! std implementation), `defmt` (`defmt::Format` for the public types and the crate's logs;
+//! without it there is no logging code at all).
 #![no_std]
+#![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
+
+mod fmt;
+
+mod agent;
+mod link;
+
+pub use agent::{Agent, AgentConfig, AgentStats, DeviceStorage, Span, Transaction};
+pub use link::LinkEnd;

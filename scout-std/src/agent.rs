@@ -44,6 +44,18 @@ impl Shared {
             self.pool.give(req);
             return;
         }
+        // Ignore and sampling rules, decided when the request finishes (settings may change).
+        let ignored = matches!(req.request_tag("ignore_transaction"), Some(scout_core::Value::Bool(true)));
+        let draw = RNG.with(|r| (r.borrow_mut().next_u64() >> 11) as f64 / (1u64 << 53) as f64);
+        let send = match self.config.read() {
+            Ok(cfg) => scout_core::sampling::should_send(&cfg, req.operation().unwrap_or(""), ignored, draw),
+            Err(_) => true,
+        };
+        if !send {
+            stats::inc(&self.counters.requests_sampled_out);
+            self.pool.give(req);
+            return;
+        }
         match self.tx.try_send(Msg::Request(req)) {
             Ok(()) => stats::inc(&self.counters.requests_queued),
             Err(e) => {

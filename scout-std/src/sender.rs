@@ -10,7 +10,7 @@ use crate::stats::{self, Stats};
 use scout_core::command::{Encode, Register, RequestBatch};
 use scout_core::config::Address;
 use scout_core::json::FnSink;
-use scout_core::{Config, SplitMix64, sampling};
+use scout_core::Config;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -154,7 +154,6 @@ struct Sender {
     /// To write first on the next connection.
     resend: VecDeque<Out>,
     flush_waiters: Vec<std::sync::mpsc::SyncSender<()>>,
-    rng: SplitMix64,
     samplers: crate::metadata::Samplers,
     samplers_started: bool,
     next_sample: Instant,
@@ -175,7 +174,6 @@ impl Sender {
         settings: Settings,
         shutdown: watch::Receiver<Option<Instant>>,
     ) -> Self {
-        let seed = crate::agent::seed();
         Self {
             shared,
             rx,
@@ -185,7 +183,6 @@ impl Sender {
             unacked: VecDeque::new(),
             resend: VecDeque::new(),
             flush_waiters: Vec::new(),
-            rng: SplitMix64::new(seed),
             samplers: crate::metadata::Samplers::new(),
             samplers_started: false,
             next_sample: Instant::now(),
@@ -421,19 +418,6 @@ impl Sender {
         if !self.samplers_started {
             self.samplers_started = true;
             self.next_sample = Instant::now();
-        }
-        let ignored = matches!(
-            req.request_tag("ignore_transaction"),
-            Some(scout_core::Value::Bool(true))
-        );
-        let draw = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        let send = match self.shared.config.read() {
-            Ok(cfg) => sampling::should_send(&cfg, req.operation().unwrap_or(""), ignored, draw),
-            Err(_) => true,
-        };
-        if !send {
-            stats::inc(&c.requests_sampled_out);
-            return None;
         }
         let buf = self.free_frames.pop().unwrap_or_default();
         match frame_of(&RequestBatch(req), buf) {

@@ -58,6 +58,13 @@ enum StoredValue {
     Null,
 }
 
+/// An operation name: one text, or parts to concatenate.
+#[derive(Clone, Copy)]
+enum Op<'a> {
+    Text(Text<'a>),
+    Parts(&'a [&'a str]),
+}
+
 /// One recorded span (opaque; read it through [`SpanView`]).
 #[derive(Debug, Clone, Copy)]
 pub struct SpanRecord {
@@ -334,6 +341,21 @@ impl<S: Storage> Request<S> {
     /// An operation starting with `Controller/` or `Job/` makes the request real and, if it is
     /// the first such span, names the request.
     pub fn start_span(&mut self, op: Text<'_>, now: Timestamp, flags: SpanFlags) -> SpanStart {
+        self.start_op(Op::Text(op), now, flags)
+    }
+
+    /// Opens a span whose operation is the concatenation of `parts` (e.g. `["SQL", "/",
+    /// name]`), copied straight into the arena with no intermediate buffer.
+    pub fn start_span_parts(
+        &mut self,
+        parts: &[&str],
+        now: Timestamp,
+        flags: SpanFlags,
+    ) -> SpanStart {
+        self.start_op(Op::Parts(parts), now, flags)
+    }
+
+    fn start_op(&mut self, op: Op<'_>, now: Timestamp, flags: SpanFlags) -> SpanStart {
         if self.state != State::Open {
             self.drops.count(DropReason::NotOpen);
             return SpanStart::Dropped(DropReason::NotOpen);
@@ -364,7 +386,7 @@ impl<S: Storage> Request<S> {
         }
     }
 
-    fn decide_span(&mut self, op: Text<'_>, now: Timestamp, flags: SpanFlags) -> (u16, SpanStart) {
+    fn decide_span(&mut self, op: Op<'_>, now: Timestamp, flags: SpanFlags) -> (u16, SpanStart) {
         // Marker for a span that is not recorded: its descendants are ignored too when it
         // ignores its children.
         let unrecorded = if flags.contains(SpanFlags::IGNORE_CHILDREN) {
@@ -391,7 +413,7 @@ impl<S: Storage> Request<S> {
         }
         let idx = self.spans.len();
         let arena_mark = self.arena.len();
-        let Some(op_ref) = self.store_text(op) else {
+        let Some(op_ref) = self.store_op(op) else {
             self.drops.count(DropReason::Arena);
             return (unrecorded, SpanStart::Dropped(DropReason::Arena));
         };
@@ -412,7 +434,7 @@ impl<S: Storage> Request<S> {
         }
         let idx = idx as u16;
         if self.operation == NONE {
-            let name = op.as_str();
+            let name = self.resolve(op_ref);
             if name.starts_with("Controller/") || name.starts_with("Job/") {
                 self.operation = idx;
                 self.real = true;
@@ -637,6 +659,29 @@ impl<S: Storage> Request<S> {
         self.arena.truncate(arena_mark);
         self.drops.count(reason);
         reason
+    }
+
+    fn store_op(&mut self, op: Op<'_>) -> Option<StrRef> {
+        match op {
+            Op::Text(t) => self.store_text(t),
+            Op::Parts(parts) => {
+                let start = self.arena.len();
+                let total: usize = parts.iter().map(|p| p.len()).sum();
+                if start.checked_add(total)? > u32::MAX as usize {
+                    return None;
+                }
+                for p in parts {
+                    if self.arena.try_extend(p.as_bytes()).is_err() {
+                        self.arena.truncate(start);
+                        return None;
+                    }
+                }
+                Some(StrRef::Arena {
+                    start: start as u32,
+                    len: total as u32,
+                })
+            }
+        }
     }
 
     fn store_text(&mut self, t: Text<'_>) -> Option<StrRef> {
@@ -1125,6 +1170,32 @@ mod tests {
         assert!(r.is_finished());
         assert_eq!(r.spans().count(), 2);
         assert_eq!(r.end_time(), Timestamp(9));
+    }
+
+    #[test]
+    fn parts_are_joined() {
+        let mut r: Request = begun(1500);
+        r.start_span_parts(
+            &["Controller", "/", "users#show"],
+            Timestamp(0),
+            SpanFlags::NONE,
+        );
+        r.start_span_parts(&["SQL", "/", "Query"], Timestamp(1), SpanFlags::NONE);
+        r.stop_span(Timestamp(2)).unwrap();
+        r.stop_span(Timestamp(3)).unwrap();
+        assert!(r.is_real());
+        assert_eq!(r.operation(), Some("Controller/users#show"));
+        assert_eq!(ops(&r), ["SQL/Query", "Controller/users#show"]);
+        let mut tiny: Request<Fixed<4, 4, 8, 4>> = begun(1500);
+        assert_eq!(
+            tiny.start_span_parts(
+                &["Controller", "/", "toolong"],
+                Timestamp(0),
+                SpanFlags::NONE
+            ),
+            SpanStart::Dropped(DropReason::Arena)
+        );
+        assert_eq!(tiny.arena_used(), 0);
     }
 
     #[test]

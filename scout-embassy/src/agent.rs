@@ -6,7 +6,9 @@ use core::task::Waker;
 use critical_section::Mutex;
 use heapless::Deque;
 use scout_core::device::{self, DeviceDrops, NameTable, RequestFrame};
-use scout_core::{Fixed, Request, RequestIds, SpanFlags, SpanStart, Storage, Text, Timestamp, Value};
+use scout_core::{
+    Fixed, Request, RequestIds, SpanFlags, SpanStart, Storage, Text, Timestamp, Value,
+};
 
 use crate::fmt::{log_debug, log_warn};
 
@@ -210,7 +212,10 @@ impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, con
     /// Starts a transaction whose root span is `operation` (e.g. `Job/read_sensor`). When
     /// every slot is busy or the agent is disabled, the transaction records nothing (counted
     /// as `no_slot` when busy).
-    pub fn transaction(&self, operation: &'static str) -> Transaction<'_, S, SLOTS, NAMES, QUEUE, FRAME> {
+    pub fn transaction(
+        &self,
+        operation: &'static str,
+    ) -> Transaction<'_, S, SLOTS, NAMES, QUEUE, FRAME> {
         let mut tx = Transaction {
             agent: self,
             slot: None,
@@ -240,10 +245,19 @@ impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, con
         tx
     }
 
-    fn on_slot<R>(&self, slot: Option<usize>, f: impl FnOnce(&mut Request<S>, &mut NameTable<NAMES>, &mut DeviceDrops) -> R) -> Option<R> {
+    fn on_slot<R>(
+        &self,
+        slot: Option<usize>,
+        f: impl FnOnce(&mut Request<S>, &mut NameTable<NAMES>, &mut DeviceDrops) -> R,
+    ) -> Option<R> {
         let i = slot?;
         self.with(|st| {
-            let State { slots, names, stats, .. } = st;
+            let State {
+                slots,
+                names,
+                stats,
+                ..
+            } = st;
             let req = slots.get_mut(i)?.as_mut()?;
             Some(f(req, names, &mut stats.drops))
         })
@@ -309,7 +323,11 @@ impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, con
     }
 }
 
-fn intern<const NAMES: usize>(names: &mut NameTable<NAMES>, drops: &mut DeviceDrops, name: &'static str) {
+fn intern<const NAMES: usize>(
+    names: &mut NameTable<NAMES>,
+    drops: &mut DeviceDrops,
+    name: &'static str,
+) {
     if names.intern(name).is_none() {
         bump(&mut drops.names);
     }
@@ -335,7 +353,9 @@ impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, con
     core::fmt::Debug for Transaction<'_, S, SLOTS, NAMES, QUEUE, FRAME>
 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Transaction").field("slot", &self.slot).finish()
+        f.debug_struct("Transaction")
+            .field("slot", &self.slot)
+            .finish()
     }
 }
 
@@ -396,8 +416,8 @@ impl<'a, S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize,
     }
 }
 
-impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, const FRAME: usize> Drop
-    for Transaction<'_, S, SLOTS, NAMES, QUEUE, FRAME>
+impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, const FRAME: usize>
+    Drop for Transaction<'_, S, SLOTS, NAMES, QUEUE, FRAME>
 {
     fn drop(&mut self) {
         if let Some(i) = self.slot.take() {
@@ -427,8 +447,8 @@ impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, con
     }
 }
 
-impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, const FRAME: usize> Drop
-    for Span<'_, '_, S, SLOTS, NAMES, QUEUE, FRAME>
+impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, const FRAME: usize>
+    Drop for Span<'_, '_, S, SLOTS, NAMES, QUEUE, FRAME>
 {
     fn drop(&mut self) {
         self.tx.stop_span();

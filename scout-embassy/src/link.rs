@@ -7,10 +7,10 @@ use core::task::Poll;
 use embassy_futures::select::{Either, select};
 use embassy_time::{Duration, Timer};
 use embedded_io_async::{Read, Write};
+use scout_core::Storage;
 use scout_core::device::{
     self, DeviceDrops, Down, FrameReader, Hello, NameDef, PROTOCOL_VERSION, TimeSyncReply, Up,
 };
-use scout_core::Storage;
 
 use crate::agent::{Agent, now};
 use crate::fmt::{log_debug, log_warn};
@@ -108,7 +108,11 @@ impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, con
         let mut drops_sent: Option<DeviceDrops> = None;
         loop {
             if let Some(reply) = sync.take() {
-                if self.send_msg(w, &Up::TimeSync(reply), &mut buf).await.is_err() {
+                if self
+                    .send_msg(w, &Up::TimeSync(reply), &mut buf)
+                    .await
+                    .is_err()
+                {
                     return LinkEnd::Write;
                 }
             }
@@ -178,7 +182,11 @@ impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, con
                         }
                     })
                     .unwrap_or(true);
-                if ready { Poll::Ready(()) } else { Poll::Pending }
+                if ready {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
             });
             select(wait, Timer::after(DROPS_INTERVAL)).await;
         }
@@ -198,7 +206,14 @@ impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, con
     }
 }
 
-async fn send<S: Storage, W: Write, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, const FRAME: usize>(
+async fn send<
+    S: Storage,
+    W: Write,
+    const SLOTS: usize,
+    const NAMES: usize,
+    const QUEUE: usize,
+    const FRAME: usize,
+>(
     agent: &Agent<S, SLOTS, NAMES, QUEUE, FRAME>,
     w: &mut W,
     bytes: &[u8],

@@ -45,10 +45,18 @@ impl Shared {
             return;
         }
         // Ignore and sampling rules, decided when the request finishes (settings may change).
-        let ignored = matches!(req.request_tag("ignore_transaction"), Some(scout_core::Value::Bool(true)));
+        let ignored = matches!(
+            req.request_tag("ignore_transaction"),
+            Some(scout_core::Value::Bool(true))
+        );
         let draw = RNG.with(|r| (r.borrow_mut().next_u64() >> 11) as f64 / (1u64 << 53) as f64);
         let send = match self.config.read() {
-            Ok(cfg) => scout_core::sampling::should_send(&cfg, req.operation().unwrap_or(""), ignored, draw),
+            Ok(cfg) => scout_core::sampling::should_send(
+                &cfg,
+                req.operation().unwrap_or(""),
+                ignored,
+                draw,
+            ),
             Err(_) => true,
         };
         if !send {

@@ -48,41 +48,6 @@ fn swap_current(slot: &mut Option<Current>) {
     });
 }
 
-/// Builds `<kind>/<name>` on the stack; names longer than 1 KiB are cut at a character
-/// boundary (and logged), since an operation name that long is a bug in the caller.
-struct OpName {
-    buf: [u8; 1024],
-    len: usize,
-}
-
-impl OpName {
-    fn new(kind: &str, name: &str) -> Self {
-        let mut me = Self {
-            buf: [0; 1024],
-            len: 0,
-        };
-        me.push(kind);
-        me.push("/");
-        if !me.push(name) {
-            log::warn!(target: "scout_apm", "operation name longer than 1024 bytes cut: {kind}/{}…", &name[..name.len().min(40)]);
-        }
-        me
-    }
-    fn push(&mut self, s: &str) -> bool {
-        let room = self.buf.len() - self.len;
-        let mut n = s.len().min(room);
-        while !s.is_char_boundary(n) {
-            n -= 1;
-        }
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        n == s.len()
-    }
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
 /// What a transaction or span guard must undo.
 #[derive(Debug, Clone, Copy)]
 enum Opened {
@@ -96,8 +61,8 @@ enum Opened {
 /// is none. Returns what to close.
 fn open(kind: &str, name: &str, flags: SpanFlags, new_request: bool) -> Opened {
     let now = agent::now();
-    let op = OpName::new(kind, name);
-    if let Some(r) = with_current(|c| c.req.start_span(Text::Borrowed(op.as_str()), now, flags)) {
+    let op = [kind, "/", name];
+    if let Some(r) = with_current(|c| c.req.start_span_parts(&op, now, flags)) {
         return Opened::Span(recorded(r));
     }
     if !new_request {
@@ -107,7 +72,7 @@ fn open(kind: &str, name: &str, flags: SpanFlags, new_request: bool) -> Opened {
         return Opened::Nothing;
     };
     let mut req = agent.new_request(now);
-    let r = req.start_span(Text::Borrowed(op.as_str()), now, flags);
+    let r = req.start_span_parts(&op, now, flags);
     let _ = CURRENT.try_with(|c| {
         if let Ok(mut c) = c.try_borrow_mut() {
             *c = Some(Current { req, agent });
@@ -411,8 +376,8 @@ impl<F: Future> Future for Transaction<F> {
             if let Some(agent) = agent::active() {
                 let now = agent::now();
                 let mut req = agent.new_request(now);
-                let op = OpName::new(this.kind, &name);
-                let r = req.start_span(Text::Borrowed(op.as_str()), now, SpanFlags::NO_BACKTRACE);
+                let r =
+                    req.start_span_parts(&[this.kind, "/", &name], now, SpanFlags::NO_BACKTRACE);
                 req.mark_real();
                 this.opened = Opened::Span(recorded(r));
                 this.slot = Some(Current { req, agent });

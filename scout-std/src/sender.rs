@@ -7,10 +7,10 @@
 use crate::agent::Shared;
 use crate::pool::StdRequest;
 use crate::stats::{self, Stats};
+use scout_core::Config;
 use scout_core::command::{Encode, Register, RequestBatch};
 use scout_core::config::Address;
 use scout_core::json::FnSink;
-use scout_core::Config;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +23,8 @@ pub const MAX_FRAME: usize = 32 << 20;
 const MAX_REPLY: usize = 1 << 20;
 /// Messages written but not yet acknowledged, per connection.
 const WINDOW: usize = 256;
+/// Most messages coalesced into one write.
+const MAX_BATCH: usize = 64;
 /// Attempts per message before it is dropped (a message that kills every connection).
 const MAX_ATTEMPTS: u8 = 3;
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -159,6 +161,8 @@ struct Sender {
     next_sample: Instant,
     last_logged: Stats,
     free_frames: Vec<Vec<u8>>,
+    batch: Vec<Out>,
+    wbuf: Vec<u8>,
     closed: bool,
 }
 
@@ -188,6 +192,8 @@ impl Sender {
             next_sample: Instant::now(),
             last_logged: Stats::default(),
             free_frames: Vec::new(),
+            batch: Vec::new(),
+            wbuf: Vec::new(),
             closed: false,
         }
     }
@@ -343,10 +349,19 @@ impl Sender {
                 _ = self.shutdown.changed() => { self.deadline = *self.shutdown.borrow(); }
                 msg = self.rx.recv(), if window_open => match msg {
                     Some(msg) => {
-                        if let Some(out) = self.prepare(msg) {
-                            if !self.write(writer, out).await {
-                                return Step::Reconnect;
+                        // Take whatever else is ready too, and write it all at once.
+                        let mut batch = std::mem::take(&mut self.batch);
+                        batch.extend(self.prepare(msg));
+                        while batch.len() < MAX_BATCH && self.unacked.len() + batch.len() < WINDOW {
+                            match self.rx.try_recv() {
+                                Ok(m) => batch.extend(self.prepare(m)),
+                                Err(_) => break,
                             }
+                        }
+                        let ok = self.write_batch(writer, &mut batch).await;
+                        self.batch = batch;
+                        if !ok {
+                            return Step::Reconnect;
                         }
                     }
                     None => self.closed = true,
@@ -447,6 +462,45 @@ impl Sender {
     }
 
     /// Writes one frame; false when the connection failed (the frame is kept for resending).
+    /// Writes several frames with one write; on failure they are all kept for resending.
+    async fn write_batch(
+        &mut self,
+        writer: &mut (impl AsyncWrite + Unpin),
+        batch: &mut Vec<Out>,
+    ) -> bool {
+        if batch.len() <= 1 {
+            return match batch.pop() {
+                Some(out) => self.write(writer, out).await,
+                None => true,
+            };
+        }
+        self.wbuf.clear();
+        for out in batch.iter() {
+            self.wbuf.extend_from_slice(&out.frame);
+        }
+        let r = tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&self.wbuf)).await;
+        if self.wbuf.capacity() > 4 << 20 {
+            self.wbuf = Vec::new();
+        }
+        let ok = matches!(r, Ok(Ok(())));
+        if ok {
+            for out in batch.drain(..) {
+                if out.request && out.attempts == 0 {
+                    stats::inc(&self.shared.counters.requests_sent);
+                }
+                self.unacked.push_back(out);
+            }
+        } else {
+            log::warn!(target: "scout_apm", "lost the connection to the core agent while writing; will reconnect and resend");
+            for out in batch.drain(..).rev() {
+                if !out.register {
+                    self.resend.push_front(out);
+                }
+            }
+        }
+        ok
+    }
+
     async fn write(&mut self, writer: &mut (impl AsyncWrite + Unpin), out: Out) -> bool {
         let r = tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&out.frame)).await;
         let ok = matches!(r, Ok(Ok(())));
@@ -495,10 +549,11 @@ pub(crate) fn frame_of<E: Encode>(cmd: &E, mut buf: Vec<u8>) -> Option<Vec<u8>> 
 
 /// Reads replies until the connection ends; acknowledges each one to the writer.
 async fn read_replies(
-    mut reader: impl AsyncRead + Unpin,
+    reader: impl AsyncRead + Unpin,
     acks: mpsc::UnboundedSender<()>,
     shared: Arc<Shared>,
 ) {
+    let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
     let mut body = Vec::new();
     let mut logged = 0u32;
     loop {

@@ -20,7 +20,9 @@ struct Env {
 fn setup(configure: impl FnOnce(Config) -> Config) -> Env {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let agent = rt
-        .block_on(LocalAgent::start(LocalAgentConfig::new(Address::parse("tcp://127.0.0.1:0").unwrap())))
+        .block_on(LocalAgent::start(LocalAgentConfig::new(
+            Address::parse("tcp://127.0.0.1:0").unwrap(),
+        )))
         .unwrap();
     let mut c = Config::new()
         .name("Capture Harness App")
@@ -28,15 +30,29 @@ fn setup(configure: impl FnOnce(Config) -> Config) -> Env {
         .monitor(true)
         .core_agent_launch(false)
         .core_agent_download(false);
-    c.set("core_agent_socket_path", &agent.address().to_string()).unwrap();
-    let guard = scout_std::install_with(configure(c), InstallOptions { ignore_environment: true, ..Default::default() });
-    Env { rt, agent, _guard: guard }
+    c.set("core_agent_socket_path", &agent.address().to_string())
+        .unwrap();
+    let guard = scout_std::install_with(
+        configure(c),
+        InstallOptions {
+            ignore_environment: true,
+            ..Default::default()
+        },
+    );
+    Env {
+        rt,
+        agent,
+        _guard: guard,
+    }
 }
 
 impl Env {
     fn finish(self, n: u64) -> Vec<scout_std::local_agent::FinishedRequest> {
         assert!(scout_std::flush(Duration::from_secs(10)));
-        assert!(self.rt.block_on(self.agent.wait_for_requests(n, Duration::from_secs(10))));
+        assert!(
+            self.rt
+                .block_on(self.agent.wait_for_requests(n, Duration::from_secs(10)))
+        );
         let r = self.agent.requests();
         scout_std::shutdown();
         self.rt.block_on(self.agent.shutdown());
@@ -62,18 +78,40 @@ fn slow_spans_get_a_stack_and_fast_ones_do_not() {
     let reqs = env.finish(1);
     let r = &reqs[0];
     let slow = r.span_by_operation("Custom/Slow").unwrap();
-    let stack = slow.tags["stack"].as_array().expect("stack tag on the slow span");
+    let stack = slow.tags["stack"]
+        .as_array()
+        .expect("stack tag on the slow span");
     assert!(!stack.is_empty() && stack.len() <= 50);
     for f in stack {
-        assert!(f["file"].is_string() && f["line"].is_u64() && f["function"].is_string(), "{f}");
-        assert!(!f["function"].as_str().unwrap().starts_with("scout_std::"), "agent frames removed");
+        assert!(
+            f["file"].is_string() && f["line"].is_u64() && f["function"].is_string(),
+            "{f}"
+        );
+        assert!(
+            !f["function"].as_str().unwrap().starts_with("scout_std::"),
+            "agent frames removed"
+        );
     }
     assert!(
-        stack.iter().any(|f| f["function"].as_str().unwrap().contains("slow_user_function")),
+        stack.iter().any(|f| f["function"]
+            .as_str()
+            .unwrap()
+            .contains("slow_user_function")),
         "the user's frame is there: {stack:?}"
     );
-    assert!(!r.span_by_operation("Custom/Fast").unwrap().tags.contains_key("stack"));
-    assert!(!r.span_by_operation("Controller/Backtraces").unwrap().tags.contains_key("stack"), "roots never");
+    assert!(
+        !r.span_by_operation("Custom/Fast")
+            .unwrap()
+            .tags
+            .contains_key("stack")
+    );
+    assert!(
+        !r.span_by_operation("Controller/Backtraces")
+            .unwrap()
+            .tags
+            .contains_key("stack"),
+        "roots never"
+    );
 }
 
 #[test]
@@ -96,7 +134,11 @@ fn sampling_and_ignores_change_at_run_time() {
     let ops: Vec<&str> = reqs.iter().filter_map(|r| r.operation.as_deref()).collect();
     assert_eq!(ops.len(), 3, "{ops:?}");
     assert!(ops.contains(&"Controller/users"), "{ops:?}");
-    assert!(ops.contains(&"Controller/users") && ops.contains(&"Controller/health/live") && ops.contains(&"Job/report"));
+    assert!(
+        ops.contains(&"Controller/users")
+            && ops.contains(&"Controller/health/live")
+            && ops.contains(&"Job/report")
+    );
 }
 
 #[test]
@@ -112,19 +154,32 @@ fn span_limit_drops_are_counted_and_ancestors_complete() {
     assert!(scout_std::flush(Duration::from_secs(10)));
     let stats = scout_std::stats();
     let reqs = env.finish(1);
-    assert_eq!(reqs[0].spans.len(), 1_501, "1 500 children + the open root, as Python");
+    assert_eq!(
+        reqs[0].spans.len(),
+        1_501,
+        "1 500 children + the open root, as Python"
+    );
     assert_eq!(stats.spans_dropped_limit, 100);
 }
 
 fn capture(name: &str) -> J {
-    let p = format!("{}/../scout-core/tests/vectors/python/{name}", env!("CARGO_MANIFEST_DIR"));
+    let p = format!(
+        "{}/../scout-core/tests/vectors/python/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 /// A batch reduced to its structure: command kinds in order, parent links and request tags
 /// (minus Python-only tags), with ids numbered by first appearance.
 fn shape(batch: &J, with_names: bool) -> Vec<String> {
-    let python_only = ["allocations", "start_allocations", "stop_allocations", "mem_delta", "stack"];
+    let python_only = [
+        "allocations",
+        "start_allocations",
+        "stop_allocations",
+        "mem_delta",
+        "stack",
+    ];
     let mut ids: Vec<String> = Vec::new();
     let mut id = |s: &J| -> String {
         match s.as_str() {
@@ -141,13 +196,27 @@ fn shape(batch: &J, with_names: bool) -> Vec<String> {
     let mut out = Vec::new();
     for c in batch["BatchCommand"]["commands"].as_array().unwrap() {
         let (k, b) = c.as_object().unwrap().iter().next().unwrap();
-        if b.get("tag").and_then(J::as_str).is_some_and(|t| python_only.contains(&t)) {
+        if b.get("tag")
+            .and_then(J::as_str)
+            .is_some_and(|t| python_only.contains(&t))
+        {
             continue;
         }
         out.push(match k.as_str() {
-            "StartSpan" if with_names => format!("StartSpan {} parent={} {}", id(&b["span_id"]), id(&b["parent_id"]), b["operation"]),
-            "StartSpan" => format!("StartSpan {} parent={}", id(&b["span_id"]), id(&b["parent_id"])),
-            "TagSpan" if with_names => format!("TagSpan {} {}={}", id(&b["span_id"]), b["tag"], b["value"]),
+            "StartSpan" if with_names => format!(
+                "StartSpan {} parent={} {}",
+                id(&b["span_id"]),
+                id(&b["parent_id"]),
+                b["operation"]
+            ),
+            "StartSpan" => format!(
+                "StartSpan {} parent={}",
+                id(&b["span_id"]),
+                id(&b["parent_id"])
+            ),
+            "TagSpan" if with_names => {
+                format!("TagSpan {} {}={}", id(&b["span_id"]), b["tag"], b["value"])
+            }
             "TagSpan" => format!("TagSpan {}", id(&b["span_id"])),
             "StopSpan" => format!("StopSpan {}", id(&b["span_id"])),
             "TagRequest" => format!("TagRequest {}={}", b["tag"], b["value"]),
@@ -158,7 +227,13 @@ fn shape(batch: &J, with_names: bool) -> Vec<String> {
 }
 
 fn batches(c: &J) -> Vec<J> {
-    c["messages"].as_array().unwrap().iter().filter(|m| m["message"].get("BatchCommand").is_some()).map(|m| m["message"].clone()).collect()
+    c["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["message"].get("BatchCommand").is_some())
+        .map(|m| m["message"].clone())
+        .collect()
 }
 
 #[test]
@@ -172,7 +247,12 @@ fn conformance_with_python_captures() {
         tx.tag("tx_tag", "from-constructor");
         scout_std::Context::add("user_id", 42);
         scout_std::Context::add("plan", "pro");
-        scout_std::tag_request("flags", scout_std::Value::Json(scout_core::RawJson::new(r#"{"beta": true, "ratio": 0.5}"#).unwrap()));
+        scout_std::tag_request(
+            "flags",
+            scout_std::Value::Json(
+                scout_core::RawJson::new(r#"{"beta": true, "ratio": 0.5}"#).unwrap(),
+            ),
+        );
         scout_std::rename_transaction("Renamed/Users/show");
         {
             let load = scout_std::instrument("Load user");
@@ -212,5 +292,9 @@ fn conformance_with_python_captures() {
     let py02 = &batches(&capture("02-background-transaction.json"))[0];
     assert_eq!(shape(&ours[1], true), shape(py02, true));
     let py03 = &batches(&capture("03-ignored-via-api-no-ignore-config.json"))[0];
-    assert!(shape(py03, true).iter().any(|l| l == "TagRequest \"ignore_transaction\"=true"));
+    assert!(
+        shape(py03, true)
+            .iter()
+            .any(|l| l == "TagRequest \"ignore_transaction\"=true")
+    );
 }

@@ -363,6 +363,9 @@ impl Sender {
                         if !ok {
                             return Step::Reconnect;
                         }
+                        if self.unacked.iter().all(|o| o.register) {
+                            self.answer_flushes();
+                        }
                     }
                     None => self.closed = true,
                 },
@@ -408,10 +411,8 @@ impl Sender {
                 request: false,
             }),
             Msg::Flush(w) => {
+                // Answered once everything before it is written and acknowledged.
                 self.flush_waiters.push(w);
-                if self.unacked.iter().all(|o| o.register) {
-                    self.answer_flushes();
-                }
                 None
             }
             Msg::Request(req) => {

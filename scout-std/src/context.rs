@@ -337,14 +337,22 @@ pub trait FutureExt: Future + Sized {
 
 impl<F: Future> FutureExt for F {}
 
-/// A future recorded as a transaction (see [`FutureExt::web_transaction`]).
+/// A future recorded as a transaction (see [`FutureExt::web_transaction`]) or as a request
+/// scope (see [`request_scope`]).
+///
+/// At its first poll it joins the request current at that moment, if any (opening its span
+/// there, as the synchronous API does), and otherwise begins its own request, which is current
+/// only while the future is polled. Polling is panic-safe: a panic inside tags the request
+/// `error` and the request is still reported when the future is dropped.
 #[must_use = "futures do nothing unless polled"]
 pub struct Transaction<F> {
     inner: Pin<Box<F>>,
     kind: &'static str,
     name: Option<Box<str>>,
+    real: bool,
     slot: Option<Current>,
     opened: Opened,
+    joined: bool,
 }
 
 impl<F> std::fmt::Debug for Transaction<F> {
@@ -357,13 +365,72 @@ impl<F> std::fmt::Debug for Transaction<F> {
 
 impl<F: Future> Transaction<F> {
     fn new(inner: F, kind: &'static str, name: &str) -> Self {
+        Self::build(inner, kind, name, true)
+    }
+
+    fn build(inner: F, kind: &'static str, name: &str, real: bool) -> Self {
         Self {
             inner: Box::pin(inner),
             kind,
             name: Some(name.into()),
+            real,
             slot: None,
             opened: Opened::Nothing,
+            joined: false,
         }
+    }
+
+    fn first_poll(&mut self, name: &str) {
+        let parts: &[&str] = if self.kind.is_empty() {
+            &[name]
+        } else {
+            &[self.kind, "/", name]
+        };
+        let flags = SpanFlags::NO_BACKTRACE;
+        if in_request() {
+            let now = agent::now();
+            let r = with_current(|c| c.req.start_span_parts(parts, now, flags));
+            if let Some(r) = r {
+                self.opened = Opened::Span(recorded(r));
+                self.joined = true;
+                if self.real {
+                    with_current(|c| c.req.mark_real());
+                }
+            }
+            return;
+        }
+        if let Some(agent) = agent::active() {
+            let now = agent::now();
+            let mut req = agent.new_request(now);
+            let r = req.start_span_parts(parts, now, flags);
+            if self.real {
+                req.mark_real();
+            }
+            self.opened = Opened::Span(recorded(r));
+            self.slot = Some(Current { req, agent });
+        }
+    }
+}
+
+/// Puts a request into the thread-local slot for the duration of a poll, and takes it back
+/// when dropped, also while unwinding from a panic (then tagging the request `error`).
+struct Installed<'a> {
+    slot: &'a mut Option<Current>,
+}
+
+impl<'a> Installed<'a> {
+    fn new(slot: &'a mut Option<Current>) -> Self {
+        swap_current(slot);
+        Self { slot }
+    }
+}
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tag_request("error", Value::Static("true"));
+        }
+        swap_current(self.slot);
     }
 }
 
@@ -372,34 +439,33 @@ impl<F: Future> Future for Transaction<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
         if let Some(name) = this.name.take() {
-            // First poll: begin our own request (whatever is current stays untouched).
-            if let Some(agent) = agent::active() {
-                let now = agent::now();
-                let mut req = agent.new_request(now);
-                let r =
-                    req.start_span_parts(&[this.kind, "/", &name], now, SpanFlags::NO_BACKTRACE);
-                req.mark_real();
-                this.opened = Opened::Span(recorded(r));
-                this.slot = Some(Current { req, agent });
+            this.first_poll(&name);
+        }
+        if this.joined {
+            let out = this.inner.as_mut().poll(cx);
+            if out.is_ready() {
+                close(std::mem::replace(&mut this.opened, Opened::Nothing));
             }
+            return out;
         }
         if this.slot.is_none() {
             return this.inner.as_mut().poll(cx);
         }
-        swap_current(&mut this.slot);
-        let out = this.inner.as_mut().poll(cx);
+        let out = {
+            let _installed = Installed::new(&mut this.slot);
+            let out = this.inner.as_mut().poll(cx);
+            if out.is_ready() {
+                // Close while our request is current; when it finishes, `close` submits it and
+                // empties the thread-local slot.
+                close(std::mem::replace(&mut this.opened, Opened::Nothing));
+            }
+            out
+        };
         if out.is_ready() {
-            // Close while our request is current; `close` submits it and empties the slot.
-            close(std::mem::replace(&mut this.opened, Opened::Nothing));
-            // If spans inside were left open, our request is still current: finish it.
-            let mut leftover = None;
-            swap_current(&mut leftover);
-            swap_current(&mut this.slot); // restore what was current before us
-            if let Some(cur) = leftover {
+            // Spans left open inside: finish and report what was recorded.
+            if let Some(cur) = this.slot.take() {
                 finish_abandoned(cur);
             }
-        } else {
-            swap_current(&mut this.slot);
         }
         out
     }
@@ -407,11 +473,20 @@ impl<F: Future> Future for Transaction<F> {
 
 impl<F> Drop for Transaction<F> {
     fn drop(&mut self) {
-        // Dropped before completion (cancelled): report what was recorded.
+        // Dropped before completion (cancelled, or unwinding from a panic): report what was
+        // recorded.
         if let Some(cur) = self.slot.take() {
             finish_abandoned(cur);
         }
     }
+}
+
+/// Runs `fut` in a request whose root span is `root_operation` used as is (e.g. `Middleware`),
+/// joining the current request if there is one. The request is reported only if a
+/// `Controller/` or `Job/` span starts inside it: framework integrations open the scope in
+/// their outermost layer and the controller span once routing named the endpoint.
+pub fn request_scope<F: Future>(fut: F, root_operation: &str) -> Transaction<F> {
+    Transaction::build(fut, "", root_operation, false)
 }
 
 fn finish_abandoned(mut cur: Current) {

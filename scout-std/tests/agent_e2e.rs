@@ -275,3 +275,74 @@ fn sync_requests_on_many_threads_do_not_mix() {
     scout_std::shutdown();
     rt.block_on(agent.shutdown());
 }
+
+#[test]
+fn request_scope_joining_panics_and_cancellation() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let agent = rt.block_on(start_agent(Address::parse("tcp://127.0.0.1:0").unwrap()));
+    let _guard = scout_std::install_with(config_for(&agent.address().to_string()), opts());
+    rt.block_on(async {
+        // Middleware > Controller > user span, as a framework integration nests them.
+        scout_std::request_scope(
+            async {
+                tokio::task::yield_now().await;
+                async {
+                    let _s = scout_std::instrument("Handler work");
+                }
+                .web_transaction("GET /users/{id}")
+                .await;
+            },
+            "Middleware",
+        )
+        .await;
+        // A scope in which no controller ran (a 404) is not reported.
+        scout_std::request_scope(async { tokio::task::yield_now().await }, "Middleware").await;
+        // A panic inside: the request is reported with `error`, the panic still propagates,
+        // and the worker thread is left with no current request.
+        let r = tokio::spawn(
+            async {
+                let _s = scout_std::instrument("Before panic");
+                drop(_s);
+                tokio::task::yield_now().await;
+                panic!("handler failed");
+            }
+            .web_transaction("Panics"),
+        )
+        .await;
+        assert!(r.unwrap_err().is_panic());
+        // A cancelled transaction is reported with what it recorded.
+        let slow = async {
+            let _s = scout_std::instrument("Never finishes");
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        .web_transaction("Cancelled");
+        let _ = tokio::time::timeout(Duration::from_millis(20), slow).await;
+        for _ in 0..4 {
+            tokio::spawn(async { assert!(!scout_std::in_request()) })
+                .await
+                .unwrap();
+        }
+    });
+    assert!(scout_std::flush(Duration::from_secs(10)));
+    assert!(rt.block_on(agent.wait_for_requests(3, Duration::from_secs(10))));
+    let reqs = agent.requests();
+    assert_eq!(reqs.len(), 3, "{reqs:#?}");
+    let r = by_op(&reqs, "Controller/GET /users/{id}");
+    let mw = r.span_by_operation("Middleware").unwrap();
+    let ctl = r.span_by_operation("Controller/GET /users/{id}").unwrap();
+    let work = r.span_by_operation("Custom/Handler work").unwrap();
+    assert_eq!(mw.parent_id, None);
+    assert_eq!(ctl.parent_id.as_deref(), Some(mw.id.as_str()));
+    assert_eq!(work.parent_id.as_deref(), Some(ctl.id.as_str()));
+    let p = by_op(&reqs, "Controller/Panics");
+    assert_eq!(p.tags["error"], "true");
+    let c = by_op(&reqs, "Controller/Cancelled");
+    assert!(c.span_by_operation("Custom/Never finishes").is_some());
+    scout_std::shutdown();
+    rt.block_on(agent.shutdown());
+}

@@ -287,6 +287,14 @@ pub fn flush(timeout: Duration) -> bool {
     rx.recv_timeout(timeout).is_ok()
 }
 
+/// Runs `f` with the installed agent's current settings (None when not installed). Cheap: a
+/// shared read lock, no copy.
+pub fn with_config<R>(f: impl FnOnce(&Config) -> R) -> Option<R> {
+    let shared = active()?;
+    let cfg = shared.config.read().ok()?;
+    Some(f(&cfg))
+}
+
 /// Changes settings at run time (sampling, ignore lists, backtrace threshold, span limit) by
 /// name, as with `SCOUT_*` variables. Connection settings apply only at install.
 pub fn set_setting(key: &str, value: &str) -> Result<(), scout_core::config::ErrorKind> {

@@ -52,7 +52,7 @@ mod stats;
 
 pub use agent::{
     AgentGuard, InstallOptions, QUEUE_CAPACITY, ShutdownReport, flush, install, install_with,
-    set_setting, shutdown, stats,
+    set_setting, shutdown, stats, with_config,
 };
 pub use context::{
     Context, FutureExt, Instrumented, SpanGuard, Transaction, TransactionGuard,

@@ -24,6 +24,9 @@ impl<T, const MAX: usize> LimitedVec<T, MAX> {
             self.0.shrink_to(keep);
         }
     }
+    fn reserve_base(&mut self, n: usize) {
+        self.0.reserve(n.min(MAX));
+    }
     fn bytes(&self) -> usize {
         self.0.capacity() * size_of::<T>()
     }
@@ -93,6 +96,11 @@ const KEEP_SPANS: usize = 64;
 const KEEP_TAGS: usize = 128;
 const KEEP_ARENA: usize = 8 * 1024;
 const KEEP_DEPTH: usize = 32;
+/// Capacities reserved for a new pooled request (it grows beyond them by doubling).
+const BASE_SPANS: usize = 16;
+const BASE_TAGS: usize = 32;
+const BASE_ARENA: usize = 1024;
+const BASE_DEPTH: usize = 16;
 /// Requests kept for reuse.
 const POOL_SIZE: usize = 1024;
 
@@ -106,7 +114,15 @@ impl Pool {
     /// A request begun with `ids` at `now`.
     pub(crate) fn take(&self, ids: RequestIds, now: Timestamp, span_limit: u32) -> Box<StdRequest> {
         let reused = self.free.lock().ok().and_then(|mut f| f.pop());
-        let mut req = reused.unwrap_or_default();
+        let mut req = reused.unwrap_or_else(|| {
+            let mut fresh: Box<StdRequest> = Box::default();
+            let (spans, tags, arena, stack) = fresh.storage_mut();
+            spans.reserve_base(BASE_SPANS);
+            tags.reserve_base(BASE_TAGS);
+            arena.reserve_base(BASE_ARENA);
+            stack.reserve_base(BASE_DEPTH);
+            fresh
+        });
         req.begin(ids, now, span_limit);
         req
     }

@@ -743,6 +743,105 @@ impl<S: Storage> Request<S> {
         }
     }
 
+    /// The innermost open recorded span (the parent a new span would get).
+    pub fn innermost_span(&self) -> Option<SpanIdx> {
+        (self.top_recorded != NONE && self.state == State::Open)
+            .then_some(SpanIdx(self.top_recorded))
+    }
+
+    /// Copies the completed spans of `other` (with their tags) into this request, its root
+    /// spans becoming children of `under` (or roots). Used to merge work recorded by a spawned
+    /// task into the request that spawned it. Returns the number of spans merged; whatever does
+    /// not fit (span limit, storage) is counted in [`Drops`].
+    pub fn absorb<S2: Storage>(&mut self, other: &Request<S2>, under: Option<SpanIdx>) -> usize {
+        if self.state == State::Idle {
+            self.drops.count(DropReason::NotOpen);
+            return 0;
+        }
+        let base = self.spans.len();
+        let parent_of_roots = under.map_or(NONE, |u| u.0);
+        let mut copied = 0usize;
+        let total = other.spans.len();
+        for (i, rec) in other.spans.as_slice().iter().enumerate() {
+            let reason = if self.completed >= self.span_limit {
+                Some(DropReason::SpanLimit)
+            } else if self.spans.len() >= MAX_INDEX {
+                Some(DropReason::SpanCapacity)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                for _ in i..total {
+                    self.drops.count(reason);
+                }
+                break;
+            }
+            let mark = self.arena.len();
+            let Some(op) = self.copy_str(other.resolve(rec.op)) else {
+                self.drops.count(DropReason::Arena);
+                for _ in i + 1..total {
+                    self.drops.count(DropReason::Arena);
+                }
+                break;
+            };
+            let parent = if rec.parent == NONE {
+                parent_of_roots
+            } else {
+                (base + usize::from(rec.parent)) as u16
+            };
+            let new = SpanRecord {
+                op,
+                start: rec.start,
+                end: rec.end,
+                parent,
+                first_tag: NONE,
+                last_tag: NONE,
+                next_done: NONE,
+                flags: rec.flags,
+            };
+            if self.spans.try_push(new).is_err() {
+                self.arena.truncate(mark);
+                for _ in i..total {
+                    self.drops.count(DropReason::SpanCapacity);
+                }
+                break;
+            }
+            let idx = SpanIdx((base + i) as u16);
+            let mut cur = rec.first_tag;
+            while cur != NONE {
+                let Some(t) = other.tags.as_slice().get(usize::from(cur)) else {
+                    break;
+                };
+                let _ = self.tag_span_at(
+                    idx,
+                    Text::Borrowed(other.resolve(t.key)),
+                    other.resolve_value(t.value),
+                );
+                cur = t.next;
+            }
+            self.completed = self.completed.saturating_add(1);
+            copied += 1;
+        }
+        // Link the copied spans in the other request's completion order.
+        let mut cur = other.first_done;
+        while cur != NONE && usize::from(cur) < copied {
+            let idx = (base + usize::from(cur)) as u16;
+            let last = self.last_done;
+            if last == NONE {
+                self.first_done = idx;
+            } else if let Some(prev) = self.spans.as_mut_slice().get_mut(usize::from(last)) {
+                prev.next_done = idx;
+            }
+            self.last_done = idx;
+            cur = other
+                .spans
+                .as_slice()
+                .get(usize::from(cur))
+                .map_or(NONE, |r| r.next_done);
+        }
+        copied
+    }
+
     /// Marks the request real (it will be reported) without a `Controller/` or `Job/` span.
     pub fn mark_real(&mut self) {
         self.real = true;
@@ -1196,6 +1295,40 @@ mod tests {
             SpanStart::Dropped(DropReason::Arena)
         );
         assert_eq!(tiny.arena_used(), 0);
+    }
+
+    #[test]
+    fn absorb_merges_under_a_span() {
+        let mut parent: Request = begun(1500);
+        parent.start_span("Controller/x".into(), Timestamp(0), SpanFlags::NONE);
+        let under = parent.innermost_span();
+        assert_eq!(under, Some(SpanIdx(0)));
+        let mut child: Request = begun(1500);
+        child.start_span(Text::Borrowed("Custom/task"), Timestamp(1), SpanFlags::NONE);
+        child.start_span("SQL/Query".into(), Timestamp(2), SpanFlags::NONE);
+        child
+            .tag_span(Text::Borrowed("db.statement"), Value::Str("SELECT 1"))
+            .unwrap();
+        child.stop_span(Timestamp(3)).unwrap();
+        child.stop_span(Timestamp(4)).unwrap();
+        assert_eq!(parent.absorb(&child, under), 2);
+        parent.stop_span(Timestamp(9)).unwrap();
+        assert_eq!(ops(&parent), ["SQL/Query", "Custom/task", "Controller/x"]);
+        let task = parent.spans().nth(1).unwrap();
+        assert_eq!(task.parent(), Some(SpanIdx(0)));
+        let sql = parent.spans().next().unwrap();
+        assert_eq!(sql.parent(), Some(task.index()));
+        assert_eq!(
+            sql.tags().next(),
+            Some(("db.statement", Value::Str("SELECT 1")))
+        );
+        // Limits apply and are counted.
+        let mut small: Request = begun(1);
+        small.start_span("Controller/y".into(), Timestamp(0), SpanFlags::NONE);
+        small.start_span("Custom/a".into(), Timestamp(0), SpanFlags::NONE);
+        small.stop_span(Timestamp(1)).unwrap();
+        assert_eq!(small.absorb(&child, None), 0);
+        assert_eq!(small.drops().span_limit, 2);
     }
 
     #[test]

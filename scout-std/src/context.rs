@@ -26,6 +26,67 @@ use std::task::{Context as TaskContext, Poll};
 pub(crate) struct Current {
     pub(crate) req: Box<StdRequest>,
     pub(crate) agent: Arc<Shared>,
+    /// Work carried into spawned tasks comes back here (created by [`carry`]).
+    mailbox: Option<Arc<Mailbox>>,
+    /// For the request of a carried task: the parent's mailbox and the span to merge under.
+    deliver_to: Option<(Arc<Mailbox>, Option<SpanIdx>)>,
+}
+
+impl Current {
+    fn new(req: Box<StdRequest>, agent: Arc<Shared>) -> Self {
+        Self {
+            req,
+            agent,
+            mailbox: None,
+            deliver_to: None,
+        }
+    }
+}
+
+/// Where carried tasks leave their finished requests until the parent request finishes.
+#[derive(Debug, Default)]
+struct Mailbox {
+    inner: std::sync::Mutex<(bool, Vec<(Box<StdRequest>, Option<SpanIdx>)>)>,
+}
+
+impl Mailbox {
+    fn put(&self, req: Box<StdRequest>, under: Option<SpanIdx>, agent: &Shared) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if inner.0 {
+            drop(inner);
+            stats::inc(&agent.counters.carried_too_late);
+            agent.pool.give(req);
+        } else {
+            inner.1.push((req, under));
+        }
+    }
+    fn close(&self) -> Vec<(Box<StdRequest>, Option<SpanIdx>)> {
+        match self.inner.lock() {
+            Ok(mut inner) => {
+                inner.0 = true;
+                std::mem::take(&mut inner.1)
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Hands a finished request on: to the parent's mailbox for a carried task, otherwise (after
+/// merging its carried tasks) to the sender.
+fn deliver(mut cur: Current) {
+    if let Some((mailbox, under)) = cur.deliver_to.take() {
+        mailbox.put(cur.req, under, &cur.agent);
+        return;
+    }
+    if let Some(mailbox) = cur.mailbox.take() {
+        for (child, under) in mailbox.close() {
+            cur.req.absorb(&*child, under);
+            cur.agent.pool.give(child);
+        }
+    }
+    cur.agent.submit(cur.req);
 }
 
 thread_local! {
@@ -75,7 +136,7 @@ fn open(kind: &str, name: &str, flags: SpanFlags, new_request: bool) -> Opened {
     let r = req.start_span_parts(&op, now, flags);
     let _ = CURRENT.try_with(|c| {
         if let Ok(mut c) = c.try_borrow_mut() {
-            *c = Some(Current { req, agent });
+            *c = Some(Current::new(req, agent));
         }
     });
     Opened::Span(recorded(r))
@@ -109,7 +170,7 @@ fn close(opened: Opened) {
         let mut slot = None;
         swap_current(&mut slot);
         if let Some(cur) = slot {
-            cur.agent.submit(cur.req);
+            deliver(cur);
         }
     }
 }
@@ -324,6 +385,16 @@ pub trait FutureExt: Future + Sized {
     fn background_transaction(self, name: &str) -> Transaction<Self> {
         Transaction::new(self, "Job", name)
     }
+    /// Records a spawned task into the request `carry` was taken from, as `Custom/<name>`
+    /// (see [`carry`]). With `None` (no request was current) the future runs unrecorded.
+    fn carried(self, carry: Option<Carry>, name: &str) -> Transaction<Self> {
+        let mut t = Transaction::build(self, "Custom", name, false);
+        match carry {
+            Some(c) => t.carry = Some(c),
+            None => t.name = None,
+        }
+        t
+    }
     /// Records the future as a `Custom/<name>` span of the request current when it is first
     /// polled (await it inside the transaction's task).
     fn instrument(self, name: &str) -> Instrumented<Self> {
@@ -353,6 +424,7 @@ pub struct Transaction<F> {
     slot: Option<Current>,
     opened: Opened,
     joined: bool,
+    carry: Option<Carry>,
 }
 
 impl<F> std::fmt::Debug for Transaction<F> {
@@ -377,10 +449,17 @@ impl<F: Future> Transaction<F> {
             slot: None,
             opened: Opened::Nothing,
             joined: false,
+            carry: None,
         }
     }
 
     fn first_poll(&mut self, name: &str) {
+        if let Some(carry) = self.carry.take() {
+            let cur = carry.start(name);
+            self.opened = Opened::Span(cur.req.innermost_span());
+            self.slot = Some(cur);
+            return;
+        }
         let parts: &[&str] = if self.kind.is_empty() {
             &[name]
         } else {
@@ -407,7 +486,7 @@ impl<F: Future> Transaction<F> {
                 req.mark_real();
             }
             self.opened = Opened::Span(recorded(r));
-            self.slot = Some(Current { req, agent });
+            self.slot = Some(Current::new(req, agent));
         }
     }
 }
@@ -493,7 +572,86 @@ fn finish_abandoned(mut cur: Current) {
     if cur.req.is_open() {
         cur.req.finish(agent::now());
     }
-    cur.agent.submit(cur.req);
+    deliver(cur);
+}
+
+/// A handle to the current request, to record the work of a spawned task or thread into it
+/// (see [`carry`]).
+#[derive(Debug, Clone)]
+pub struct Carry {
+    mailbox: Arc<Mailbox>,
+    under: Option<SpanIdx>,
+    agent: Arc<Shared>,
+}
+
+/// Takes a handle to the current request so that a task spawned now can record into it.
+///
+/// Spawned tasks do not attach to the request that spawned them by themselves (they may
+/// outlive it, and run concurrently with it). With a `Carry`, the task records into a request
+/// of its own under a root span `Custom/<name>`; when the task finishes, its spans are merged
+/// into the parent request under the span that was innermost when `carry` was called. Work
+/// that finishes after the parent request finished is counted (`carried_too_late`), not sent.
+///
+/// ```
+/// use scout_std::FutureExt;
+/// # async fn demo() {
+/// async {
+///     let carry = scout_std::carry();
+///     let task = tokio::spawn(async { /* work */ }.carried(carry, "Prefetch"));
+///     task.await.unwrap();
+/// }
+/// .web_transaction("Users#index")
+/// .await;
+/// # }
+/// ```
+pub fn carry() -> Option<Carry> {
+    with_current(|c| {
+        let mailbox = c.mailbox.get_or_insert_with(Arc::default).clone();
+        Carry {
+            mailbox,
+            under: c.req.innermost_span(),
+            agent: c.agent.clone(),
+        }
+    })
+}
+
+impl Carry {
+    /// Records the rest of this thread's work, until the guard drops, as `Custom/<name>` in the
+    /// carried request (for `std::thread::spawn`).
+    pub fn enter(&self, name: &str) -> TransactionGuard {
+        let now = agent::now();
+        let mut req = self.agent.new_request(now);
+        let r = req.start_span_parts(&["Custom", "/", name], now, SpanFlags::NONE);
+        let mut cur = Current::new(req, self.agent.clone());
+        cur.deliver_to = Some((self.mailbox.clone(), self.under));
+        let mut slot = Some(cur);
+        swap_current(&mut slot);
+        if let Some(previous) = slot {
+            // A request was already current on this thread: keep it, do not carry.
+            let mut ours = Some(previous);
+            swap_current(&mut ours);
+            if let Some(ours) = ours {
+                ours.agent.pool.give(ours.req);
+            }
+            return TransactionGuard {
+                opened: Opened::Nothing,
+                _not_send: PhantomData,
+            };
+        }
+        TransactionGuard {
+            opened: Opened::Span(recorded(r)),
+            _not_send: PhantomData,
+        }
+    }
+
+    fn start(&self, name: &str) -> Current {
+        let now = agent::now();
+        let mut req = self.agent.new_request(now);
+        req.start_span_parts(&["Custom", "/", name], now, SpanFlags::NONE);
+        let mut cur = Current::new(req, self.agent.clone());
+        cur.deliver_to = Some((self.mailbox.clone(), self.under));
+        cur
+    }
 }
 
 /// A future recorded as a span (see [`FutureExt::instrument`]).

@@ -55,8 +55,8 @@ pub use agent::{
     set_setting, shutdown, stats, with_config,
 };
 pub use context::{
-    Context, FutureExt, Instrumented, SpanGuard, Transaction, TransactionGuard,
-    background_transaction, current_request_id, ignore_transaction, in_request, instrument,
+    Carry, Context, FutureExt, Instrumented, SpanGuard, Transaction, TransactionGuard,
+    background_transaction, carry, current_request_id, ignore_transaction, in_request, instrument,
     instrument_fn, instrument_kind, instrument_with_flags, now, rename_transaction, request_scope,
     start_background_transaction, start_web_transaction, stop_transaction, tag_request, tag_span,
     web_transaction, with_background_transaction, with_web_transaction,

@@ -45,6 +45,8 @@ counters! {
     data_dropped_capacity,
     /// Events (metadata, samplers) dropped because the queue was full.
     events_dropped_queue_full,
+    /// Requests of carried tasks that finished after the request they were carried from.
+    carried_too_late,
     /// Context tags refused by the key/value rules.
     context_rejected,
     /// Connection attempts that failed.
@@ -69,6 +71,7 @@ impl Stats {
             + self.spans_dropped_limit
             + self.data_dropped_capacity
             + self.events_dropped_queue_full
+            + self.carried_too_late
     }
 }
 

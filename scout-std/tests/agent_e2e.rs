@@ -346,3 +346,83 @@ fn request_scope_joining_panics_and_cancellation() {
     scout_std::shutdown();
     rt.block_on(agent.shutdown());
 }
+
+#[test]
+fn carried_tasks_and_threads_merge_into_the_parent() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let agent = rt.block_on(start_agent(Address::parse("tcp://127.0.0.1:0").unwrap()));
+    let _guard = scout_std::install_with(config_for(&agent.address().to_string()), opts());
+    let (late_tx, late_rx) = std::sync::mpsc::channel::<tokio::task::JoinHandle<()>>();
+    rt.block_on(async {
+        async {
+            let fetch = scout_std::instrument_kind("Phase", "Fetch");
+            let carry = scout_std::carry();
+            let tasks: Vec<_> = (0..3)
+                .map(|i| {
+                    tokio::spawn(
+                        async move {
+                            tokio::task::yield_now().await;
+                            let s = scout_std::instrument_kind("SQL", "Query");
+                            s.tag("task", i);
+                        }
+                        .carried(carry.clone(), &format!("Task{i}")),
+                    )
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let carry = scout_std::carry().unwrap();
+            std::thread::spawn(move || {
+                let _t = carry.enter("Thread");
+                let _s = scout_std::instrument("In thread");
+            })
+            .join()
+            .unwrap();
+            drop(fetch);
+            // A task still running when the request finishes is counted, not merged.
+            let carry = scout_std::carry();
+            late_tx
+                .send(tokio::spawn(
+                    async { tokio::time::sleep(Duration::from_millis(100)).await }
+                        .carried(carry, "Late"),
+                ))
+                .unwrap();
+        }
+        .web_transaction("Parent")
+        .await;
+        late_rx.recv().unwrap().await.unwrap();
+    });
+    assert!(scout_std::flush(Duration::from_secs(10)));
+    assert!(rt.block_on(agent.wait_for_requests(1, Duration::from_secs(10))));
+    let reqs = agent.requests();
+    assert_eq!(reqs.len(), 1, "carried tasks are not separate requests");
+    let r = &reqs[0];
+    let fetch = r.span_by_operation("Phase/Fetch").unwrap();
+    for i in 0..3 {
+        let task = r.span_by_operation(&format!("Custom/Task{i}")).unwrap();
+        assert_eq!(
+            task.parent_id.as_deref(),
+            Some(fetch.id.as_str()),
+            "merged under the span current at spawn"
+        );
+        let sql = r
+            .spans
+            .iter()
+            .find(|s| s.operation == "SQL/Query" && s.tags["task"] == i)
+            .unwrap();
+        assert_eq!(sql.parent_id.as_deref(), Some(task.id.as_str()));
+    }
+    let thread = r.span_by_operation("Custom/Thread").unwrap();
+    let inner = r.span_by_operation("Custom/In thread").unwrap();
+    assert_eq!(inner.parent_id.as_deref(), Some(thread.id.as_str()));
+    assert!(r.span_by_operation("Custom/Late").is_none());
+    let report = scout_std::shutdown();
+    assert_eq!(report.stats.carried_too_late, 1);
+    rt.block_on(agent.shutdown());
+}

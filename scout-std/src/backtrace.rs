@@ -49,20 +49,20 @@ pub(crate) fn parse(text: &str) -> Vec<Frame> {
             continue;
         }
         let (mut file, mut lineno) = (String::new(), 0);
-        if let Some(next) = lines.peek() {
-            if let Some(loc) = next.trim_start().strip_prefix("at ") {
-                let mut parts = loc.rsplitn(3, ':');
-                let _col = parts.next();
-                let l = parts.next().and_then(|l| l.parse().ok());
-                match (l, parts.next()) {
-                    (Some(l), Some(f)) => {
-                        file = f.to_string();
-                        lineno = l;
-                    }
-                    _ => file = loc.to_string(),
+        if let Some(next) = lines.peek()
+            && let Some(loc) = next.trim_start().strip_prefix("at ")
+        {
+            let mut parts = loc.rsplitn(3, ':');
+            let _col = parts.next();
+            let l = parts.next().and_then(|l| l.parse().ok());
+            match (l, parts.next()) {
+                (Some(l), Some(f)) => {
+                    file = f.to_string();
+                    lineno = l;
                 }
-                lines.next();
+                _ => file = loc.to_string(),
             }
+            lines.next();
         }
         if is_agent_frame(function) {
             continue;

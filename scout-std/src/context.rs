@@ -46,8 +46,12 @@ impl Current {
 /// Where carried tasks leave their finished requests until the parent request finishes.
 #[derive(Debug, Default)]
 struct Mailbox {
-    inner: std::sync::Mutex<(bool, Vec<(Box<StdRequest>, Option<SpanIdx>)>)>,
+    /// Closed flag, and the carried requests with the span to merge each under.
+    inner: std::sync::Mutex<(bool, Vec<Carried>)>,
 }
+
+/// A carried task's finished request and the parent span to merge it under.
+type Carried = (Box<StdRequest>, Option<SpanIdx>);
 
 impl Mailbox {
     fn put(&self, req: Box<StdRequest>, under: Option<SpanIdx>, agent: &Shared) {
@@ -62,7 +66,7 @@ impl Mailbox {
             inner.1.push((req, under));
         }
     }
-    fn close(&self) -> Vec<(Box<StdRequest>, Option<SpanIdx>)> {
+    fn close(&self) -> Vec<Carried> {
         match self.inner.lock() {
             Ok(mut inner) => {
                 inner.0 = true;
@@ -159,10 +163,10 @@ fn close(opened: Opened) {
             None => c.req.stop_span(now),
         };
         let Ok(stop) = stop else { return false };
-        if let (Some(span), Some(d)) = (stop.span, stop.duration_us) {
-            if d >= c.agent.backtrace_threshold_us() {
-                crate::backtrace::tag_slow_span(&mut c.req, span);
-            }
+        if let (Some(span), Some(d)) = (stop.span, stop.duration_us)
+            && d >= c.agent.backtrace_threshold_us()
+        {
+            crate::backtrace::tag_slow_span(&mut c.req, span);
         }
         stop.finished
     });

@@ -8,21 +8,22 @@ use std::path::PathBuf;
 /// The manager's settings from the agent's configuration.
 pub fn manager_config(c: &Config) -> ManagerConfig {
     let path = |s: &str| PathBuf::from(s);
-    let mut m = ManagerConfig::default();
-    m.core_agent_dir = path(c.core_agent_dir.as_str());
-    m.core_agent_version = c.core_agent_version.as_str().to_owned();
-    m.core_agent_triple = c.core_agent_triple.map(|t| t.as_str().to_owned());
-    m.core_agent_full_name = c.core_agent_full_name.map(|t| t.as_str().to_owned());
-    m.download_url = c.download_url.as_str().to_owned();
-    m.core_agent_download = c.core_agent_download;
-    m.core_agent_launch = c.core_agent_launch;
-    m.core_agent_permissions = c.core_agent_permissions;
-    m.socket_address = c.core_agent_socket_path.as_str().to_owned();
-    m.log_level = c.core_agent_log_level.as_str().to_owned();
-    m.log_file = c.core_agent_log_file.map(|p| path(p.as_str()));
-    m.config_file = c.core_agent_config_file.map(|p| path(p.as_str()));
-    m.ca_cert = c.core_agent_ca_cert.map(|p| path(p.as_str()));
-    m
+    ManagerConfig {
+        core_agent_dir: path(c.core_agent_dir.as_str()),
+        core_agent_version: c.core_agent_version.as_str().to_owned(),
+        core_agent_triple: c.core_agent_triple.map(|t| t.as_str().to_owned()),
+        core_agent_full_name: c.core_agent_full_name.map(|t| t.as_str().to_owned()),
+        download_url: c.download_url.as_str().to_owned(),
+        core_agent_download: c.core_agent_download,
+        core_agent_launch: c.core_agent_launch,
+        core_agent_permissions: c.core_agent_permissions,
+        socket_address: c.core_agent_socket_path.as_str().to_owned(),
+        log_level: c.core_agent_log_level.as_str().to_owned(),
+        log_file: c.core_agent_log_file.map(|p| path(p.as_str())),
+        config_file: c.core_agent_config_file.map(|p| path(p.as_str())),
+        ca_cert: c.core_agent_ca_cert.map(|p| path(p.as_str())),
+        ..ManagerConfig::default()
+    }
 }
 
 /// Runs the manager on its own thread; failures are logged and the application runs on.

@@ -106,6 +106,8 @@ const POOL_SIZE: usize = 1024;
 
 /// A pool of boxed requests.
 #[derive(Debug, Default)]
+// The boxes are what the pool hands out and takes back: no extra indirection.
+#[allow(clippy::vec_box)]
 pub(crate) struct Pool {
     free: Mutex<Vec<Box<StdRequest>>>,
 }
@@ -130,10 +132,10 @@ impl Pool {
     /// Gives a request back for reuse.
     pub(crate) fn give(&self, mut req: Box<StdRequest>) {
         trim(&mut req);
-        if let Ok(mut f) = self.free.lock() {
-            if f.len() < POOL_SIZE {
-                f.push(req);
-            }
+        if let Ok(mut f) = self.free.lock()
+            && f.len() < POOL_SIZE
+        {
+            f.push(req);
         }
     }
 }

@@ -334,10 +334,10 @@ impl Sender {
                 biased;
                 ack = acks.recv() => match ack {
                     Some(()) => {
-                        if let Some(out) = self.unacked.pop_front() {
-                            if !out.register {
-                                self.recycle(out.frame);
-                            }
+                        if let Some(out) = self.unacked.pop_front()
+                            && !out.register
+                        {
+                            self.recycle(out.frame);
                         }
                         if self.unacked.iter().all(|o| o.register) {
                             self.answer_flushes();

@@ -15,10 +15,10 @@ pub(crate) fn resolve(mut config: Config, options: &InstallOptions) -> Config {
             log::warn!(target: "scout_apm", "{e}");
         });
     }
-    if config.hostname.is_none() {
-        if let Some(h) = os_hostname() {
-            let _ = config.set("hostname", &h);
-        }
+    if config.hostname.is_none()
+        && let Some(h) = os_hostname()
+    {
+        let _ = config.set("hostname", &h);
     }
     if config.revision_sha.is_none() {
         let heroku = if options.ignore_environment {
@@ -31,13 +31,12 @@ pub(crate) fn resolve(mut config: Config, options: &InstallOptions) -> Config {
             .unwrap_or_default();
         let _ = config.set("revision_sha", &sha);
     }
-    if config.application_root.is_none() {
-        if let Some(cwd) = std::env::current_dir()
+    if config.application_root.is_none()
+        && let Some(cwd) = std::env::current_dir()
             .ok()
             .and_then(|p| p.to_str().map(str::to_owned))
-        {
-            let _ = config.set("application_root", &cwd);
-        }
+    {
+        let _ = config.set("application_root", &cwd);
     }
     config
 }

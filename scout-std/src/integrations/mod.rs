@@ -1,0 +1,94 @@
+//! Framework integrations: one piece of configuration instruments a web app or a worker.
+//!
+//! | integration | cargo feature | what to add |
+//! |---|---|---|
+//! | [`tower`] (hyper, tonic, any `http` service) | `tower` | [`tower::ScoutLayer`] first, [`tower::ControllerLayer`] around the handler |
+//! | [`axum`] | `axum` | [`axum::ScoutLayer`] with `.layer`, [`axum::ControllerLayer`] with `Router::route_layer` |
+//! | [`actix_web`] | `actix-web` | `App::wrap(ScoutController)` first, `App::wrap(ScoutMiddleware)` last |
+//! | [`job`] (tokio tasks, threads) | none | [`job::Job::run`], [`job::Job::spawn`], [`job::Job::run_blocking`] |
+//! | [`apalis`] | `apalis` | [`apalis::ScoutJobLayer`] on the worker |
+//!
+//! Web requests are recorded as the Python agent records Django's: a `Middleware` root span
+//! opened by the outermost layer, and inside it `Controller/<METHOD> <route template>` around
+//! the handler, so the time spent in the application's own middleware shows as `Middleware`.
+//! Requests that match no route (404s) are not reported. Request tags: `path` (query
+//! parameters filtered), `user_ip`, `scout.queue_time_ns`, `error` on 5xx responses and
+//! panics, `ignore_transaction` for the `ignore` path prefixes.
+//!
+//! Everything here is a pass-through costing one read of the agent slot when the agent is not
+//! installed, never blocks, and never panics; a panic in the application still propagates
+//! as it would without the agent (the request is tagged `error` first).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+#[cfg(feature = "actix-web")]
+pub mod actix_web;
+#[cfg(feature = "apalis")]
+pub mod apalis;
+#[cfg(feature = "axum")]
+pub mod axum;
+pub mod job;
+#[cfg(feature = "tower")]
+pub mod tower;
+pub mod web;
+
+/// Something applied to the request once it is current (at the first poll).
+pub(crate) trait Apply {
+    fn apply(self);
+}
+
+impl Apply for () {
+    fn apply(self) {}
+}
+
+impl Apply for web::RequestTags {
+    fn apply(self) {
+        web::RequestTags::apply(&self);
+    }
+}
+
+impl<T: Apply> Apply for Option<T> {
+    fn apply(self) {
+        if let Some(t) = self {
+            t.apply();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Runs inside the request: applies the tags at the first poll and tags `error` when the
+    /// output says the work failed.
+    pub(crate) struct Tagged<F: Future, T> {
+        #[pin]
+        inner: F,
+        tags: Option<T>,
+        failed: fn(&F::Output) -> bool,
+    }
+}
+
+impl<F: Future, T: Apply> Tagged<F, T> {
+    pub(crate) fn new(inner: F, tags: T, failed: fn(&F::Output) -> bool) -> Self {
+        Self {
+            inner,
+            tags: Some(tags),
+            failed,
+        }
+    }
+}
+
+impl<F: Future, T: Apply> Future for Tagged<F, T> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if let Some(t) = this.tags.take() {
+            t.apply();
+        }
+        let out = std::task::ready!(this.inner.poll(cx));
+        if (this.failed)(&out) {
+            web::tag_error();
+        }
+        Poll::Ready(out)
+    }
+}

@@ -1,0 +1,480 @@
+//! Tower layers for any `http` service: axum, hyper and tonic servers (feature `tower`).
+//!
+//! * [`ScoutLayer`], placed first (outermost), opens the request with a `Middleware` root
+//!   span and sets the request tags (`path`, `user_ip`, `scout.queue_time_ns`, `error` on 5xx
+//!   and panics, `ignore_transaction`).
+//! * [`ControllerLayer`], placed around the handler, opens `Controller/<METHOD> <route>`
+//!   inside it. Used alone, it starts the request itself (with the same tags).
+//!
+//! A request in which no controller starts (no route matched, a 404) is not reported. The
+//! route name comes from axum's `MatchedPath` (feature `axum`), the gRPC method path for
+//! tonic (`Controller/helloworld.Greeter/SayHello`), or [`ControllerLayer::name_with`].
+//!
+//! A hyper server with a hand-written router:
+//!
+//! ```
+//! use scout_std::integrations::tower::{ControllerLayer, ScoutLayer};
+//! use tower_layer::Layer;
+//!
+//! # #[derive(Clone)] struct MyRouter;
+//! # let my_router = MyRouter;
+//! // `ScoutLayer` first, then the application's own middleware, then `ControllerLayer`.
+//! let controller = ControllerLayer::new().name_with(|route| {
+//!     // Low-cardinality names only: a template, never the raw path.
+//!     route.uri.path().starts_with("/users/").then(|| "GET /users/{id}".to_owned())
+//! });
+//! let service = ScoutLayer::new()
+//!     .collect_remote_ip(true)
+//!     .layer(controller.layer(my_router));
+//! # let _ = service;
+//! ```
+//!
+//! For tonic, add the layers to the server builder; gRPC requests are named by method:
+//!
+//! ```ignore
+//! tonic::transport::Server::builder()
+//!     .layer(ScoutLayer::new().peer_ip(|ext| {
+//!         ext.get::<tonic::transport::server::TcpConnectInfo>()?.remote_addr().map(|a| a.ip())
+//!     }))
+//!     .layer(ControllerLayer::new())
+//!     .add_service(my_grpc_service)
+//!     .serve(addr)
+//! ```
+
+use super::web::{Headers, Overrides, RequestTags};
+use super::{Tagged, web};
+use crate::context::{FutureExt as _, Transaction, request_scope};
+use http::{Extensions, HeaderMap, Method, Request, Response, Uri};
+use scout_core::config::UriReporting;
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The client's address, for servers that do not record one in the request extensions
+/// themselves: insert it (`request.extensions_mut().insert(PeerAddr(addr))`) before the
+/// layers run and the `user_ip` tag falls back to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Reads the client's IP from the request extensions (see [`ScoutLayer::peer_ip`]).
+pub type PeerIpFn = fn(&Extensions) -> Option<IpAddr>;
+
+/// The default [`PeerIpFn`]: [`PeerAddr`], axum's `ConnectInfo<SocketAddr>` (feature `axum`),
+/// or a bare `SocketAddr` extension.
+pub fn default_peer_ip(ext: &Extensions) -> Option<IpAddr> {
+    if let Some(p) = ext.get::<PeerAddr>() {
+        return Some(p.0.ip());
+    }
+    #[cfg(feature = "axum")]
+    if let Some(c) = ext.get::<::axum::extract::ConnectInfo<SocketAddr>>() {
+        return Some(c.0.ip());
+    }
+    ext.get::<SocketAddr>().map(|a| a.ip())
+}
+
+/// Marks a request whose tags the outer layer already set.
+#[derive(Debug, Clone, Copy)]
+struct TagsSet;
+
+impl Headers for HeaderMap {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+#[derive(Clone)]
+struct Settings {
+    overrides: Arc<Overrides>,
+    peer_ip: PeerIpFn,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            overrides: Arc::default(),
+            peer_ip: default_peer_ip,
+        }
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("overrides", &self.overrides)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settings {
+    fn tags<B>(&self, req: &Request<B>) -> Option<RequestTags> {
+        #[cfg(feature = "axum")]
+        let uri = req
+            .extensions()
+            .get::<::axum::extract::OriginalUri>()
+            .map_or(req.uri(), |o| &o.0);
+        #[cfg(not(feature = "axum"))]
+        let uri = req.uri();
+        RequestTags::compute(
+            &self.overrides,
+            uri.path(),
+            uri.query(),
+            req.headers(),
+            || (self.peer_ip)(req.extensions()),
+        )
+    }
+}
+
+macro_rules! settings_builder {
+    () => {
+        /// Overrides the `collect_remote_ip` setting (tag `user_ip`) for this layer.
+        #[must_use]
+        pub fn collect_remote_ip(mut self, collect: bool) -> Self {
+            Arc::make_mut(&mut self.settings.overrides).collect_remote_ip = Some(collect);
+            self
+        }
+        /// Overrides the `uri_reporting` setting (query parameters in the `path` tag).
+        #[must_use]
+        pub fn uri_reporting(mut self, reporting: UriReporting) -> Self {
+            Arc::make_mut(&mut self.settings.overrides).uri_reporting = Some(reporting);
+            self
+        }
+        /// Path prefixes (`/health`) whose requests are not recorded at all. (Paths under
+        /// the `ignore` setting are recorded and tagged `ignore_transaction`, as in Python,
+        /// and the sampler drops them.)
+        #[must_use]
+        pub fn ignore<I, P>(mut self, prefixes: I) -> Self
+        where
+            I: IntoIterator<Item = P>,
+            P: Into<String>,
+        {
+            Arc::make_mut(&mut self.settings.overrides)
+                .ignore
+                .extend(prefixes.into_iter().map(Into::into));
+            self
+        }
+        /// How to find the client's IP in the request extensions when no `X-Forwarded-For`
+        /// or `Client-IP` header gives it (default [`default_peer_ip`]).
+        #[must_use]
+        pub fn peer_ip(mut self, f: PeerIpFn) -> Self {
+            self.settings.peer_ip = f;
+            self
+        }
+    };
+}
+
+/// The outermost layer: a `Middleware` root span and the request tags (see the
+/// [module documentation](self)). The settings default to the installed agent's.
+#[derive(Debug, Clone, Default)]
+pub struct ScoutLayer {
+    settings: Settings,
+}
+
+impl ScoutLayer {
+    /// The layer with the agent's settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    settings_builder!();
+}
+
+impl<S> Layer<S> for ScoutLayer {
+    type Service = ScoutService<S>;
+    fn layer(&self, inner: S) -> ScoutService<S> {
+        ScoutService {
+            inner,
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+/// The service made by [`ScoutLayer`].
+#[derive(Debug, Clone)]
+pub struct ScoutService<S> {
+    inner: S,
+    settings: Settings,
+}
+
+fn http_failed<B, E>(r: &Result<Response<B>, E>) -> bool {
+    r.as_ref().map_or(true, |r| r.status().is_server_error())
+}
+
+impl<S, B, RB> Service<Request<B>> for ScoutService<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let tags = if self.settings.overrides.skips(req.uri().path()) {
+            None
+        } else {
+            self.settings.tags(&req)
+        };
+        let Some(tags) = tags else {
+            return ResponseFuture::bypass(self.inner.call(req));
+        };
+        req.extensions_mut().insert(TagsSet);
+        let fut = Tagged::new(self.inner.call(req), Some(tags), http_failed::<RB, S::Error>);
+        ResponseFuture {
+            kind: Kind::Recorded {
+                fut: request_scope(fut, "Middleware"),
+            },
+        }
+    }
+}
+
+/// What [`ControllerLayer::name_with`] sees of a request.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct RouteInfo<'a> {
+    /// The HTTP method.
+    pub method: &'a Method,
+    /// The request URI (as the inner service sees it).
+    pub uri: &'a Uri,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The request extensions (e.g. a router's matched route).
+    pub extensions: &'a Extensions,
+}
+
+type NameFn = dyn Fn(&RouteInfo<'_>) -> Option<String> + Send + Sync;
+
+#[derive(Clone)]
+enum Naming {
+    Auto,
+    Path,
+    Custom(Arc<NameFn>),
+}
+
+/// Route name from the request: axum's matched route template (`GET /users/{id}`), or the
+/// gRPC method (`helloworld.Greeter/SayHello`); `None` when neither is known.
+pub fn auto_route_name(route: &RouteInfo<'_>) -> Option<String> {
+    #[cfg(feature = "axum")]
+    if let Some(m) = route.extensions.get::<::axum::extract::MatchedPath>() {
+        return Some(format!("{} {}", route.method, m.as_str()));
+    }
+    let grpc = route
+        .headers
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/grpc"));
+    if grpc {
+        let p = route.uri.path().trim_start_matches('/');
+        return (!p.is_empty()).then(|| p.to_owned());
+    }
+    None
+}
+
+/// The layer around the handler: `Controller/<name>` (see the [module documentation](self)).
+#[derive(Clone, Default)]
+pub struct ControllerLayer {
+    settings: Settings,
+    naming: Naming,
+}
+
+impl Default for Naming {
+    fn default() -> Self {
+        Self::Auto
+    }
+}
+
+impl fmt::Debug for ControllerLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let naming = match self.naming {
+            Naming::Auto => "auto",
+            Naming::Path => "path",
+            Naming::Custom(_) => "custom",
+        };
+        f.debug_struct("ControllerLayer")
+            .field("settings", &self.settings)
+            .field("naming", &naming)
+            .finish()
+    }
+}
+
+impl ControllerLayer {
+    /// Names controllers with [`auto_route_name`]; requests it cannot name are not recorded.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Names controllers `<METHOD> <path>` from the raw path. Only for services whose paths
+    /// are few and fixed (no ids in them): each distinct name is a separate endpoint.
+    #[must_use]
+    pub fn name_from_path(mut self) -> Self {
+        self.naming = Naming::Path;
+        self
+    }
+    /// Names controllers with `f` (`None`: not a route, not recorded). Names should be low
+    /// cardinality: route templates, not paths with ids.
+    #[must_use]
+    pub fn name_with(
+        mut self,
+        f: impl Fn(&RouteInfo<'_>) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.naming = Naming::Custom(Arc::new(f));
+        self
+    }
+    settings_builder!();
+
+    fn name<B>(&self, req: &Request<B>) -> Option<String> {
+        let route = RouteInfo {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            extensions: req.extensions(),
+        };
+        match &self.naming {
+            Naming::Auto => auto_route_name(&route),
+            Naming::Path => Some(format!("{} {}", req.method(), req.uri().path())),
+            Naming::Custom(f) => f(&route),
+        }
+    }
+}
+
+impl<S> Layer<S> for ControllerLayer {
+    type Service = ControllerService<S>;
+    fn layer(&self, inner: S) -> ControllerService<S> {
+        ControllerService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`ControllerLayer`].
+#[derive(Debug, Clone)]
+pub struct ControllerService<S> {
+    inner: S,
+    layer: ControllerLayer,
+}
+
+impl<S, B, RB> Service<Request<B>> for ControllerService<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let settings = &self.layer.settings;
+        let tagged = req.extensions().get::<TagsSet>().is_some();
+        // Outside a ScoutLayer this layer starts the request, so it computes the tags (which
+        // also tells whether the agent is installed); inside one it only needs the name.
+        let tags = if tagged {
+            None
+        } else if settings.overrides.skips(req.uri().path()) {
+            return ResponseFuture::bypass(self.inner.call(req));
+        } else {
+            match settings.tags(&req) {
+                Some(t) => Some(t),
+                None => return ResponseFuture::bypass(self.inner.call(req)),
+            }
+        };
+        let Some(name) = self.layer.name(&req) else {
+            return ResponseFuture::bypass(self.inner.call(req));
+        };
+        let fut = Tagged::new(self.inner.call(req), tags, http_failed::<RB, S::Error>);
+        ResponseFuture {
+            kind: Kind::Recorded {
+                fut: fut.web_transaction(&name),
+            },
+        }
+    }
+}
+
+type Recorded<F> = Transaction<Tagged<F, Option<RequestTags>>>;
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind<F: Future> {
+        Bypass { #[pin] fut: F },
+        Recorded { fut: Recorded<F> },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`ScoutService`] and [`ControllerService`].
+    pub struct ResponseFuture<F: Future> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+impl<F: Future> ResponseFuture<F> {
+    fn bypass(fut: F) -> Self {
+        Self {
+            kind: Kind::Bypass { fut },
+        }
+    }
+}
+
+impl<F: Future> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let recorded = matches!(self.kind, Kind::Recorded { .. });
+        f.debug_struct("ResponseFuture")
+            .field("recorded", &recorded)
+            .finish()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project().kind.project() {
+            KindProj::Bypass { fut } => fut.poll(cx),
+            KindProj::Recorded { fut } => Pin::new(fut).poll(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_and_custom_names() {
+        let req = Request::post("/helloworld.Greeter/SayHello")
+            .header("content-type", "application/grpc+proto")
+            .body(())
+            .unwrap();
+        let l = ControllerLayer::new();
+        assert_eq!(
+            l.name(&req).as_deref(),
+            Some("helloworld.Greeter/SayHello")
+        );
+        let plain = Request::get("/users/7").body(()).unwrap();
+        assert_eq!(l.name(&plain), None, "no route template: not recorded");
+        let l = ControllerLayer::new().name_from_path();
+        assert_eq!(l.name(&plain).as_deref(), Some("GET /users/7"));
+        let l = ControllerLayer::new().name_with(|r| Some(format!("{} x", r.method)));
+        assert_eq!(l.name(&plain).as_deref(), Some("GET x"));
+    }
+
+    #[test]
+    fn peer_ip_sources() {
+        let mut e = Extensions::new();
+        assert_eq!(default_peer_ip(&e), None);
+        e.insert("10.0.0.2:80".parse::<SocketAddr>().unwrap());
+        assert_eq!(default_peer_ip(&e), Some("10.0.0.2".parse().unwrap()));
+        e.insert(PeerAddr("[::1]:80".parse().unwrap()));
+        assert_eq!(default_peer_ip(&e), Some("::1".parse().unwrap()));
+    }
+}

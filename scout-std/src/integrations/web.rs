@@ -1,0 +1,401 @@
+//! The framework-independent parts of the web integrations, as pure functions: the `path` tag
+//! with filtered query parameters (spec §4.12), the `user_ip` tag, queue time from
+//! `X-Queue-Start` / `X-Request-Start` (spec §4.11) and the `ignore` path prefixes.
+//!
+//! The tower and actix-web integrations use these; they are public so that other frameworks
+//! can produce the same tags.
+//!
+//! ```
+//! use scout_std::integrations::web;
+//!
+//! assert_eq!(
+//!     web::filtered_query("q=b&password=hunter2&q=a"),
+//!     "password=%5BFILTERED%5D&q=a&q=b"
+//! );
+//! assert_eq!(web::user_ip(Some("203.0.113.9, 10.0.0.1"), None, None).as_deref(), Some("203.0.113.9"));
+//! // A header 50 ms old in milliseconds, for a request that started at `start_ns`.
+//! let start_ns: u128 = 1_700_000_000_050_000_000;
+//! assert_eq!(web::queue_time_ns("t=1700000000000", start_ns), Some(50_000_000));
+//! ```
+
+use crate::context::tag_request;
+use scout_core::Value;
+use scout_core::config::UriReporting;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Query parameter names (compared lower-cased) whose values are replaced by [`FILTERED`]
+/// (spec §4.12).
+pub const FILTERED_KEYS: &[&str] = &[
+    "access",
+    "access_token",
+    "api_key",
+    "apikey",
+    "auth",
+    "auth_token",
+    "card[number]",
+    "certificate",
+    "credentials",
+    "crypt",
+    "key",
+    "mysql_pwd",
+    "otp",
+    "passwd",
+    "password",
+    "private",
+    "protected",
+    "salt",
+    "secret",
+    "secret_key",
+    "ssn",
+    "stripetoken",
+    "token",
+];
+
+/// The replacement for a filtered value.
+pub const FILTERED: &str = "[FILTERED]";
+
+/// True if a parameter with this name is filtered (case-insensitive).
+pub fn is_filtered_key(key: &str) -> bool {
+    FILTERED_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key))
+}
+
+/// The `path` tag: `path`, plus `?` and [`filtered_query`] when there are query parameters
+/// and `uri_reporting` is [`UriReporting::FilteredParams`].
+///
+/// ```
+/// use scout_std::integrations::web::path_tag;
+/// use scout_core::config::UriReporting;
+///
+/// let p = path_tag("/users/7", Some("token=abc&page=2"), UriReporting::FilteredParams);
+/// assert_eq!(p, "/users/7?page=2&token=%5BFILTERED%5D");
+/// assert_eq!(path_tag("/users/7", Some("page=2"), UriReporting::Path), "/users/7");
+/// ```
+pub fn path_tag(path: &str, query: Option<&str>, uri_reporting: UriReporting) -> String {
+    let query = match (uri_reporting, query) {
+        (UriReporting::FilteredParams, Some(q)) => filtered_query(q),
+        _ => String::new(),
+    };
+    if query.is_empty() {
+        return path.to_owned();
+    }
+    let mut out = String::with_capacity(path.len() + 1 + query.len());
+    out.push_str(path);
+    out.push('?');
+    out.push_str(&query);
+    out
+}
+
+/// Decodes a query string (`&`-separated `key=value` pairs, `+` and `%XX` decoded, blank
+/// values kept), replaces the values of [`FILTERED_KEYS`] with [`FILTERED`], sorts the pairs
+/// and encodes them again (as Python's `urlencode`: unreserved characters kept, space as `+`,
+/// everything else `%XX`). Returns an empty string when there is no parameter.
+pub fn filtered_query(query: &str) -> String {
+    let mut pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let k = decode(k);
+            let v = if is_filtered_key(&k) {
+                FILTERED.to_owned()
+            } else {
+                decode(v)
+            };
+            (k, v)
+        })
+        .collect();
+    pairs.sort();
+    let mut out = String::with_capacity(query.len() + 16);
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        encode_into(&mut out, k);
+        out.push('=');
+        encode_into(&mut out, v);
+    }
+    out
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Form decoding: `+` is a space, `%XX` a byte (malformed escapes kept as they are); invalid
+/// UTF-8 is replaced.
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    if !b.iter().any(|&c| c == b'+' || c == b'%') {
+        return s.to_owned();
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn encode_into(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &c in s.as_bytes() {
+        match c {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
+                out.push(char::from(c))
+            }
+            b' ' => out.push('+'),
+            _ => {
+                out.push('%');
+                out.push(char::from(HEX[usize::from(c >> 4)]));
+                out.push(char::from(HEX[usize::from(c & 15)]));
+            }
+        }
+    }
+}
+
+/// The `user_ip` tag: the first comma-separated item of `X-Forwarded-For`, else of
+/// `Client-IP`, else the peer address (spec §4.4). Items are trimmed; empty ones are skipped
+/// to the next source.
+pub fn user_ip(
+    x_forwarded_for: Option<&str>,
+    client_ip: Option<&str>,
+    peer: Option<IpAddr>,
+) -> Option<String> {
+    let first = |h: Option<&str>| {
+        h.and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    first(x_forwarded_for)
+        .or_else(|| first(client_ip))
+        .or_else(|| peer.map(|p| p.to_string()))
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Seconds since the epoch of 1 January, ten years before the year of `now_ns` (UTC): the
+/// cutoff that tells the unit of an ambiguous timestamp (spec §4.11).
+pub fn cutoff_epoch_s(now_ns: u128) -> u64 {
+    let days = i64::try_from(now_ns / 86_400_000_000_000).unwrap_or(i64::MAX / 2);
+    let year = year_of_day(days);
+    u64::try_from(days_from_civil(year - 10, 1, 1).max(0) * 86_400).unwrap_or(0)
+}
+
+// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn year_of_day(days: i64) -> i64 {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    yoe + era * 400 + i64::from(month <= 2)
+}
+
+/// Nanoseconds per unit of an epoch timestamp of this magnitude: 1 (ns), 1 000 (us),
+/// 1 000 000 (ms) or 1 000 000 000 (s), or `None` when it is too small to be any of them.
+pub fn timestamp_unit_ns(value: f64, cutoff_epoch_s: u64) -> Option<u128> {
+    let c = cutoff_epoch_s as f64;
+    if value > c * 1e9 {
+        Some(1)
+    } else if value > c * 1e6 {
+        Some(1_000)
+    } else if value > c * 1e3 {
+        Some(1_000_000)
+    } else if value > c {
+        Some(1_000_000_000)
+    } else {
+        None
+    }
+}
+
+/// Parses an epoch timestamp in s, ms, us or ns (the unit guessed by magnitude, spec §4.11;
+/// an optional `t=` prefix; the first character must be a digit) into nanoseconds since the
+/// epoch. Decimal numbers are converted exactly; exponent forms through `f64`.
+pub fn ambiguous_timestamp_ns(value: &str, now_ns: u128) -> Option<u128> {
+    let v = value.strip_prefix("t=").unwrap_or(value).trim_end();
+    if !v.as_bytes().first()?.is_ascii_digit() {
+        return None;
+    }
+    let f: f64 = v.parse().ok()?;
+    if !f.is_finite() {
+        return None;
+    }
+    let unit = timestamp_unit_ns(f, cutoff_epoch_s(now_ns))?;
+    Some(exact_decimal_ns(v, unit).unwrap_or((f * unit as f64) as u128))
+}
+
+fn exact_decimal_ns(v: &str, unit: u128) -> Option<u128> {
+    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+    if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut ns = int.parse::<u128>().ok()?.checked_mul(unit)?;
+    let mut scale = unit;
+    for d in frac.bytes() {
+        scale /= 10;
+        if scale == 0 {
+            break;
+        }
+        ns += u128::from(d - b'0') * scale;
+    }
+    Some(ns)
+}
+
+/// Queue time of a web request from an `X-Queue-Start` / `X-Request-Start` header value:
+/// `request_start_ns` minus the header time, or `None` when the header is not a timestamp or
+/// lies after the request start.
+pub fn queue_time_ns(header: &str, request_start_ns: u128) -> Option<u64> {
+    let t = ambiguous_timestamp_ns(header, request_start_ns)?;
+    if t > request_start_ns {
+        return None;
+    }
+    u64::try_from(request_start_ns - t).ok()
+}
+
+/// True when a request path starts with one of the `ignore` prefixes. The path and the
+/// prefixes are compared without surrounding spaces and leading `/` (spec §4.7); empty
+/// prefixes never match.
+///
+/// ```
+/// use scout_std::integrations::web::is_ignored_path;
+/// assert!(is_ignored_path("/health/live", ["/health"]));
+/// assert!(!is_ignored_path("/users", ["health", ""]));
+/// ```
+pub fn is_ignored_path<'a>(path: &str, prefixes: impl IntoIterator<Item = &'a str>) -> bool {
+    let path = path.trim().trim_start_matches('/');
+    prefixes.into_iter().any(|p| {
+        let p = p.trim().trim_start_matches('/');
+        !p.is_empty() && path.starts_with(p)
+    })
+}
+
+/// Read access to request headers, whatever the framework's header map.
+pub(crate) trait Headers {
+    fn header(&self, name: &str) -> Option<&str>;
+}
+
+/// Per-integration overrides of the settings the web integrations read from the installed
+/// agent's configuration (`collect_remote_ip`, `uri_reporting`, `ignore`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Overrides {
+    pub(crate) collect_remote_ip: Option<bool>,
+    pub(crate) uri_reporting: Option<UriReporting>,
+    /// Path prefixes never recorded at all (in addition to the `ignore` setting, which tags).
+    pub(crate) ignore: Vec<String>,
+}
+
+impl Overrides {
+    pub(crate) fn skips(&self, path: &str) -> bool {
+        !self.ignore.is_empty() && is_ignored_path(path, self.ignore.iter().map(String::as_str))
+    }
+}
+
+/// The request tags a web integration sets, computed before the handler runs.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestTags {
+    path: String,
+    user_ip: Option<String>,
+    queue_time_ns: Option<u64>,
+    ignored: bool,
+}
+
+impl RequestTags {
+    /// Computes the tags from the installed agent's settings and `o`; `None` when the agent is
+    /// not installed.
+    pub(crate) fn compute(
+        o: &Arc<Overrides>,
+        path: &str,
+        query: Option<&str>,
+        headers: &dyn Headers,
+        peer: impl FnOnce() -> Option<IpAddr>,
+    ) -> Option<Self> {
+        let (collect_ip, uri, ignored) = crate::agent::with_config(|c| {
+            (
+                o.collect_remote_ip.unwrap_or(c.collect_remote_ip),
+                o.uri_reporting.unwrap_or(c.uri_reporting),
+                !c.ignore.is_empty() && is_ignored_path(path, c.ignore.iter()),
+            )
+        })?;
+        let start = now_ns();
+        let user_ip = if collect_ip {
+            user_ip(
+                headers.header("x-forwarded-for"),
+                headers.header("client-ip"),
+                peer(),
+            )
+        } else {
+            None
+        };
+        let queue = headers
+            .header("x-queue-start")
+            .filter(|v| !v.is_empty())
+            .or_else(|| headers.header("x-request-start"));
+        Some(Self {
+            path: path_tag(path, query, uri),
+            user_ip,
+            queue_time_ns: queue.and_then(|q| queue_time_ns(q, start)),
+            ignored,
+        })
+    }
+
+    /// Tags the current request.
+    pub(crate) fn apply(&self) {
+        tag_request("path", Value::Str(&self.path));
+        if let Some(ip) = &self.user_ip {
+            tag_request("user_ip", Value::Str(ip));
+        }
+        if let Some(q) = self.queue_time_ns {
+            tag_request(
+                "scout.queue_time_ns",
+                Value::Int(i64::try_from(q).unwrap_or(i64::MAX)),
+            );
+        }
+        if self.ignored {
+            tag_request("ignore_transaction", Value::Bool(true));
+        }
+    }
+}
+
+/// Tags the current request `error` = `"true"`.
+pub(crate) fn tag_error() {
+    tag_request("error", Value::Static("true"));
+}

@@ -231,3 +231,21 @@ pub fn take_str(data: &mut &[u8], n: usize) -> String {
     *data = b;
     String::from_utf8_lossy(a).into_owned()
 }
+
+/// True if finding `id` is listed in `SCOUT_FUZZ_KNOWN` (comma-separated). A target then steers
+/// around that finding's inputs instead of failing on them, so that a run can look for other
+/// bugs while a reported one is being fixed. Unset (as in CI), every check is active.
+pub fn known(id: &str) -> bool {
+    static KNOWN: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    KNOWN
+        .get_or_init(|| {
+            std::env::var("SCOUT_FUZZ_KNOWN")
+                .unwrap_or_default()
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .iter()
+        .any(|k| k == id)
+}

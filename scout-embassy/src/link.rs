@@ -107,14 +107,13 @@ impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, con
         let mut names_sent = 0usize;
         let mut drops_sent: Option<DeviceDrops> = None;
         loop {
-            if let Some(reply) = sync.take() {
-                if self
+            if let Some(reply) = sync.take()
+                && self
                     .send_msg(w, &Up::TimeSync(reply), &mut buf)
                     .await
                     .is_err()
-                {
-                    return LinkEnd::Write;
-                }
+            {
+                return LinkEnd::Write;
             }
             // Take one queued frame (and the size of the name table it may rely on).
             let (frame_len, names_len) = self

@@ -39,6 +39,8 @@ pub mod backtrace;
 #[path = "build_support.rs"]
 pub mod build;
 mod context;
+pub mod gateway;
+pub mod integrations;
 #[cfg(feature = "download")]
 pub mod launch;
 pub mod local_agent;

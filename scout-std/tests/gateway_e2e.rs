@@ -5,9 +5,7 @@
 
 #[path = "../../scout-embassy/examples/common/app.rs"]
 mod app;
-#[path = "../src/gateway/mod.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod gateway;
+use scout_std::gateway;
 
 use std::time::Duration;
 
@@ -52,7 +50,7 @@ fn device_spans_reach_the_core_agent_through_garbage() {
         .build()
         .unwrap();
     let handle = rt.handle().clone();
-    rt.block_on(async move {
+    rt.block_on(async {
         let agent = LocalAgent::start(LocalAgentConfig::new(
             Address::parse("tcp://127.0.0.1:0").unwrap(),
         ))
@@ -192,4 +190,6 @@ fn device_spans_reach_the_core_agent_through_garbage() {
         eprintln!("device stats: {:?}", app::AGENT.stats());
         agent.shutdown().await;
     });
+    // Blocking reads of the device links never return by themselves: do not wait for them.
+    rt.shutdown_background();
 }

@@ -3,9 +3,7 @@
 
 #[path = "../../scout-embassy/examples/common/app.rs"]
 mod app;
-#[path = "../src/gateway/mod.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod gateway;
+use scout_std::gateway;
 
 use std::time::Duration;
 
@@ -48,7 +46,7 @@ fn device_spans_reach_the_core_agent_over_a_pty() {
         .build()
         .unwrap();
     let handle = rt.handle().clone();
-    rt.block_on(async move {
+    rt.block_on(async {
         let agent = LocalAgent::start(LocalAgentConfig::new(
             Address::parse("tcp://127.0.0.1:0").unwrap(),
         ))
@@ -94,5 +92,7 @@ fn device_spans_reach_the_core_agent_over_a_pty() {
         );
         agent.shutdown().await;
     });
+    // Blocking reads of the device links never return by themselves: do not wait for them.
+    rt.shutdown_background();
     drop(pty.slave);
 }

@@ -19,6 +19,10 @@ pub const NO_NAME: u16 = 0;
 pub const UNNAMED: &str = "Device/unnamed";
 
 /// A message from a device to the gateway.
+///
+/// A decoded request holds its spans and tags inline (no allocation), which makes this enum
+/// about 12 KiB: decode it on a task or thread stack, not in small interrupt stacks.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Up<'a> {
     /// First message of every connection (variant 0).

@@ -10,10 +10,7 @@
 //! `SCOUT_CORE_AGENT_SOCKET_PATH`, then `tcp://127.0.0.1:6590`. Prints `listening on ADDR` for
 //! each TCP listener. Serial devices must be configured beforehand (`stty -F PATH 115200 raw`).
 
-// Until `scout-std/src/lib.rs` exports the module, the binary compiles it directly.
-#[path = "../gateway/mod.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod gateway;
+use scout_std::gateway;
 
 use std::time::Duration;
 

@@ -41,8 +41,8 @@
 //!     .serve(addr)
 //! ```
 
+use super::Tagged;
 use super::web::{Headers, Overrides, RequestTags};
-use super::{Tagged, web};
 use crate::context::{FutureExt as _, Transaction, request_scope};
 use http::{Extensions, HeaderMap, Method, Request, Response, Uri};
 use scout_core::config::UriReporting;
@@ -77,9 +77,14 @@ pub fn default_peer_ip(ext: &Extensions) -> Option<IpAddr> {
     ext.get::<SocketAddr>().map(|a| a.ip())
 }
 
-/// Marks a request whose tags the outer layer already set.
-#[derive(Debug, Clone, Copy)]
-struct TagsSet;
+/// What the outer layer decided, for the controller layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    /// The request is recorded and its tags are set.
+    TagsSet,
+    /// The path is ignored: record nothing.
+    Skip,
+}
 
 impl Headers for HeaderMap {
     fn header(&self, name: &str) -> Option<&str> {
@@ -216,16 +221,19 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let tags = if self.settings.overrides.skips(req.uri().path()) {
-            None
-        } else {
-            self.settings.tags(&req)
-        };
-        let Some(tags) = tags else {
+        if self.settings.overrides.skips(req.uri().path()) {
+            req.extensions_mut().insert(Marker::Skip);
+            return ResponseFuture::bypass(self.inner.call(req));
+        }
+        let Some(tags) = self.settings.tags(&req) else {
             return ResponseFuture::bypass(self.inner.call(req));
         };
-        req.extensions_mut().insert(TagsSet);
-        let fut = Tagged::new(self.inner.call(req), Some(tags), http_failed::<RB, S::Error>);
+        req.extensions_mut().insert(Marker::TagsSet);
+        let fut = Tagged::new(
+            self.inner.call(req),
+            Some(tags),
+            http_failed::<RB, S::Error>,
+        );
         ResponseFuture {
             kind: Kind::Recorded {
                 fut: request_scope(fut, "Middleware"),
@@ -250,8 +258,9 @@ pub struct RouteInfo<'a> {
 
 type NameFn = dyn Fn(&RouteInfo<'_>) -> Option<String> + Send + Sync;
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 enum Naming {
+    #[default]
     Auto,
     Path,
     Custom(Arc<NameFn>),
@@ -280,12 +289,6 @@ pub fn auto_route_name(route: &RouteInfo<'_>) -> Option<String> {
 pub struct ControllerLayer {
     settings: Settings,
     naming: Naming,
-}
-
-impl Default for Naming {
-    fn default() -> Self {
-        Self::Auto
-    }
 }
 
 impl fmt::Debug for ControllerLayer {
@@ -372,10 +375,12 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let settings = &self.layer.settings;
-        let tagged = req.extensions().get::<TagsSet>().is_some();
+        let marker = req.extensions().get::<Marker>().copied();
         // Outside a ScoutLayer this layer starts the request, so it computes the tags (which
         // also tells whether the agent is installed); inside one it only needs the name.
-        let tags = if tagged {
+        let tags = if marker == Some(Marker::Skip) {
+            return ResponseFuture::bypass(self.inner.call(req));
+        } else if marker == Some(Marker::TagsSet) {
             None
         } else if settings.overrides.skips(req.uri().path()) {
             return ResponseFuture::bypass(self.inner.call(req));
@@ -456,10 +461,7 @@ mod tests {
             .body(())
             .unwrap();
         let l = ControllerLayer::new();
-        assert_eq!(
-            l.name(&req).as_deref(),
-            Some("helloworld.Greeter/SayHello")
-        );
+        assert_eq!(l.name(&req).as_deref(), Some("helloworld.Greeter/SayHello"));
         let plain = Request::get("/users/7").body(()).unwrap();
         assert_eq!(l.name(&plain), None, "no route template: not recorded");
         let l = ControllerLayer::new().name_from_path();

@@ -140,15 +140,13 @@ fn decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             c => out.push(c),
         }
         i += 1;
@@ -398,4 +396,156 @@ impl RequestTags {
 /// Tags the current request `error` = `"true"`.
 pub(crate) fn tag_error() {
     tag_request("error", Value::Static("true"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // 2023-11-14T22:13:20Z: cutoff is 2013-01-01T00:00:00Z = 1 356 998 400 s.
+    const START_NS: u128 = 1_700_000_000_000_000_000;
+
+    #[test]
+    fn cutoff_is_ten_years_before_this_year() {
+        assert_eq!(cutoff_epoch_s(START_NS), 1_356_998_400);
+        // 2024-01-01T00:00:00Z exactly, and the second before it.
+        assert_eq!(cutoff_epoch_s(1_704_067_200 * 1_000_000_000), 1_388_534_400);
+        assert_eq!(cutoff_epoch_s(1_704_067_199 * 1_000_000_000), 1_356_998_400);
+        assert_eq!(cutoff_epoch_s(0), 0, "before 1980: clamped");
+    }
+
+    #[test]
+    fn queue_time_in_every_unit() {
+        let ago = 50_000_000u128; // 50 ms
+        let t = START_NS - ago;
+        for (header, expect) in [
+            (format!("{}", t / 1_000_000_000), 0),
+            (format!("{}.05", t / 1_000_000_000 - 0), 0),
+            (format!("{}", t / 1_000_000), ago),
+            (format!("t={}", t / 1_000_000), ago),
+            (format!("{}", t / 1_000), ago),
+            (format!("t={}", t / 1_000), ago),
+            (format!("{t}"), ago),
+            (format!("t={t}"), ago),
+            (format!("{}.5", t / 1_000_000), ago - 500_000),
+            (format!("{} ", t / 1_000), ago),
+        ] {
+            let got = queue_time_ns(&header, START_NS);
+            match expect {
+                0 => assert!(got.is_some(), "{header}"),
+                e => assert_eq!(got, Some(u64::try_from(e).unwrap()), "{header}"),
+            }
+        }
+        // Seconds: whole and fractional.
+        assert_eq!(queue_time_ns("1699999999", START_NS), Some(1_000_000_000));
+        assert_eq!(queue_time_ns("1699999999.75", START_NS), Some(250_000_000));
+        assert_eq!(queue_time_ns("t=1699999999.75", START_NS), Some(250_000_000));
+        // Exponent form goes through f64.
+        let e = queue_time_ns("1.69999999975e9", START_NS).unwrap();
+        assert!(e.abs_diff(250_000_000) < 1_000, "{e}");
+    }
+
+    #[test]
+    fn queue_time_rejections() {
+        for bad in [
+            "",
+            "t=",
+            "-1699999999",
+            " 1699999999",
+            "abc",
+            "t=abc",
+            "1699999999abc",
+            "nan",
+            "inf",
+            "1e999",
+            "12345",            // before the cutoff in every unit
+            "1356998400",       // exactly the cutoff: not after it
+            "1700000001",       // in the future (s)
+            "1700000000001",    // in the future (ms)
+            "1700000000000001", // in the future (us)
+        ] {
+            assert_eq!(queue_time_ns(bad, START_NS), None, "{bad:?}");
+        }
+        assert_eq!(queue_time_ns("1700000000", START_NS), Some(0), "same instant");
+        assert_eq!(queue_time_ns("1356998401", START_NS), Some(343_001_599_000_000_000));
+    }
+
+    #[test]
+    fn unit_thresholds() {
+        let c = 1_356_998_400;
+        assert_eq!(timestamp_unit_ns(1.4e9, c), Some(1_000_000_000));
+        assert_eq!(timestamp_unit_ns(1.4e12, c), Some(1_000_000));
+        assert_eq!(timestamp_unit_ns(1.4e15, c), Some(1_000));
+        assert_eq!(timestamp_unit_ns(1.4e18, c), Some(1));
+        assert_eq!(timestamp_unit_ns(1.3e9, c), None);
+        assert_eq!(timestamp_unit_ns(1.3e12, c), Some(1_000_000_000), "1.3e12 s is in the future, rejected later");
+    }
+
+    #[test]
+    fn query_filtering() {
+        assert_eq!(filtered_query(""), "");
+        assert_eq!(filtered_query("&&"), "");
+        assert_eq!(filtered_query("b=2&a=1"), "a=1&b=2");
+        assert_eq!(filtered_query("q=b&q=a"), "q=a&q=b", "same key sorted by value");
+        assert_eq!(filtered_query("flag"), "flag=", "blank values kept");
+        for k in FILTERED_KEYS {
+            assert_eq!(filtered_query(&format!("{k}=v")), format!("{}=%5BFILTERED%5D", encode(k)));
+        }
+        assert_eq!(filtered_query("PassWord=x&API_KEY=y"), "API_KEY=%5BFILTERED%5D&PassWord=%5BFILTERED%5D");
+        assert_eq!(filtered_query("card%5Bnumber%5D=4111"), "card%5Bnumber%5D=%5BFILTERED%5D");
+        assert_eq!(filtered_query("SCOUT_KEY=x&keys=y"), "SCOUT_KEY=x&keys=y", "not in the list");
+        assert_eq!(filtered_query("q=a+b%20c&x=%E2%9C%93"), "q=a+b+c&x=%E2%9C%93");
+        assert_eq!(filtered_query("q=100%&r=%zz"), "q=100%25&r=%25zz", "malformed escapes kept");
+        assert_eq!(filtered_query("q=a=b&e=~_.-*"), "e=~_.-%2A&q=a%3Db");
+        assert_eq!(filtered_query("q=%FF"), "q=%EF%BF%BD", "invalid UTF-8 replaced");
+    }
+
+    fn encode(s: &str) -> String {
+        let mut o = String::new();
+        encode_into(&mut o, s);
+        o
+    }
+
+    #[test]
+    fn path_tags() {
+        use UriReporting::*;
+        assert_eq!(path_tag("/", None, FilteredParams), "/");
+        assert_eq!(path_tag("/a", Some(""), FilteredParams), "/a");
+        assert_eq!(
+            path_tag("/users/7", Some("q=b&password=p&q=a"), FilteredParams),
+            "/users/7?password=%5BFILTERED%5D&q=a&q=b"
+        );
+        assert_eq!(path_tag("/users/7", Some("password=p"), Path), "/users/7");
+    }
+
+    #[test]
+    fn user_ips() {
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            user_ip(Some("1.2.3.4, 5.6.7.8"), Some("9.9.9.9"), Some(peer)).as_deref(),
+            Some("1.2.3.4")
+        );
+        assert_eq!(user_ip(Some(" 1.2.3.4 "), None, None).as_deref(), Some("1.2.3.4"));
+        assert_eq!(user_ip(Some(""), Some("9.9.9.9, 8.8.8.8"), Some(peer)).as_deref(), Some("9.9.9.9"));
+        assert_eq!(user_ip(Some(",1.2.3.4"), None, Some(peer)).as_deref(), Some("127.0.0.1"));
+        assert_eq!(user_ip(None, None, Some("::1".parse().unwrap())).as_deref(), Some("::1"));
+        assert_eq!(user_ip(None, None, None), None);
+    }
+
+    #[test]
+    fn ignored_paths() {
+        assert!(is_ignored_path("/health", ["health"]));
+        assert!(is_ignored_path("/health/live", [" /health "]));
+        assert!(is_ignored_path("health", ["/health"]));
+        assert!(!is_ignored_path("/users", ["/health"]));
+        assert!(!is_ignored_path("/users", ["", "/"]), "empty prefixes never match");
+        assert!(!is_ignored_path("/", Vec::<&str>::new()));
+        let o = Overrides {
+            ignore: vec!["/metrics".into()],
+            ..Default::default()
+        };
+        assert!(o.skips("/metrics/x") && !o.skips("/users"));
+        assert!(!Overrides::default().skips("/metrics"));
+    }
+
 }

@@ -146,11 +146,64 @@ struct EndpointAgg {
     first_seen: u64,
 }
 
+impl EndpointAgg {
+    fn add(&mut self, r: &Arc<FinishedRequest>, limits: &Limits) {
+        self.latency.record(r.duration_us);
+        if r.error {
+            self.errors += 1;
+        }
+        for s in &r.spans {
+            let kind = s.operation.split('/').next().unwrap_or("");
+            let kind = if kind.is_empty() { "(none)" } else { kind };
+            if let Some(slot) = self.kinds.get_mut(kind) {
+                slot.0 += s.exclusive_us;
+                slot.1 += 1;
+                continue;
+            }
+            let key = if self.kinds.len() < MAX_KINDS {
+                kind
+            } else {
+                OTHER_KIND
+            };
+            let slot = self.kinds.entry(key.to_owned()).or_default();
+            slot.0 += s.exclusive_us;
+            slot.1 += 1;
+        }
+        let keep = limits.traces_per_endpoint;
+        if keep == 0 {
+            return;
+        }
+        let qualifies = self.slowest.len() < keep
+            || self
+                .slowest
+                .last()
+                .is_some_and(|s| s.duration_us < r.duration_us);
+        if qualifies {
+            let max_spans = limits.max_spans_per_trace;
+            let stored = if r.spans.len() > max_spans {
+                let mut t = FinishedRequest::clone(r);
+                let cut = (t.spans.len() - max_spans) as u64;
+                t.spans.truncate(max_spans);
+                t.dropped_spans += cut;
+                Arc::new(t)
+            } else {
+                Arc::clone(r)
+            };
+            let pos = self
+                .slowest
+                .partition_point(|s| s.duration_us >= stored.duration_us);
+            self.slowest.insert(pos, stored);
+            self.slowest.truncate(keep);
+        }
+    }
+}
+
 /// All endpoint statistics.
 #[derive(Debug)]
 pub(crate) struct Aggregator {
     limits: Limits,
-    endpoints: HashMap<(String, String), EndpointAgg>,
+    /// app -> endpoint -> statistics (nested so that lookups need no owned key).
+    endpoints: HashMap<String, HashMap<String, EndpointAgg>>,
     tracked: usize,
     seq: u64,
 }
@@ -175,69 +228,47 @@ impl Aggregator {
             counters.requests_without_endpoint += 1;
             return;
         };
-        let mut key = (r.app.clone(), endpoint.to_owned());
-        if !self.endpoints.contains_key(&key) {
-            if self.tracked >= self.limits.max_endpoints {
-                counters.overflow_endpoint_requests += 1;
-                key.1 = OVERFLOW_ENDPOINT.to_owned();
-            } else {
-                self.tracked += 1;
-            }
-        }
         self.seq += 1;
         let seq = self.seq;
-        let agg = self.endpoints.entry(key).or_insert_with(|| EndpointAgg {
-            first_seen: seq,
-            ..EndpointAgg::default()
-        });
-        agg.latency.record(r.duration_us);
-        if r.error {
-            agg.errors += 1;
-        }
-        for s in &r.spans {
-            let kind = s.operation.split('/').next().unwrap_or("");
-            let kind = if kind.is_empty() { "(none)" } else { kind };
-            let slot = if agg.kinds.contains_key(kind) || agg.kinds.len() < MAX_KINDS {
-                agg.kinds.entry(kind.to_owned()).or_default()
-            } else {
-                agg.kinds.entry(OTHER_KIND.to_owned()).or_default()
-            };
-            slot.0 += s.exclusive_us;
-            slot.1 += 1;
-        }
-        let keep = self.limits.traces_per_endpoint;
-        if keep == 0 {
+        let limits = &self.limits;
+        if let Some(agg) = self
+            .endpoints
+            .get_mut(r.app.as_str())
+            .and_then(|m| m.get_mut(endpoint))
+        {
+            agg.add(r, limits);
             return;
         }
-        let qualifies = agg.slowest.len() < keep
-            || agg
-                .slowest
-                .last()
-                .is_some_and(|s| s.duration_us < r.duration_us);
-        if qualifies {
-            let max_spans = self.limits.max_spans_per_trace;
-            let stored = if r.spans.len() > max_spans {
-                let mut t = FinishedRequest::clone(r);
-                let cut = (t.spans.len() - max_spans) as u64;
-                t.spans.truncate(max_spans);
-                t.dropped_spans += cut;
-                Arc::new(t)
-            } else {
-                Arc::clone(r)
-            };
-            let pos = agg
-                .slowest
-                .partition_point(|s| s.duration_us >= stored.duration_us);
-            agg.slowest.insert(pos, stored);
-            agg.slowest.truncate(keep);
-        }
+        let name = if self.tracked >= limits.max_endpoints {
+            counters.overflow_endpoint_requests += 1;
+            OVERFLOW_ENDPOINT
+        } else {
+            self.tracked += 1;
+            endpoint
+        };
+        let app = match self.endpoints.get_mut(r.app.as_str()) {
+            Some(m) => m,
+            None => self.endpoints.entry(r.app.clone()).or_default(),
+        };
+        let agg = match app.get_mut(name) {
+            Some(a) => a,
+            None => app.entry(name.to_owned()).or_insert_with(|| EndpointAgg {
+                first_seen: seq,
+                ..EndpointAgg::default()
+            }),
+        };
+        agg.add(r, limits);
     }
 
     /// Snapshot of all endpoints, by app then by total time (largest first).
     pub(crate) fn summaries(&self) -> Vec<EndpointSummary> {
-        let mut rows: Vec<(&(String, String), &EndpointAgg)> = self.endpoints.iter().collect();
+        let mut rows: Vec<((&String, &String), &EndpointAgg)> = self
+            .endpoints
+            .iter()
+            .flat_map(|(app, m)| m.iter().map(move |(e, a)| ((app, e), a)))
+            .collect();
         rows.sort_by(|a, b| {
-            a.0.0.cmp(&b.0.0).then_with(|| {
+            a.0.0.cmp(b.0.0).then_with(|| {
                 let ta = a.1.latency.sum;
                 let tb = b.1.latency.sum;
                 tb.cmp(&ta).then(a.1.first_seen.cmp(&b.1.first_seen))
@@ -256,8 +287,8 @@ impl Aggregator {
                     .collect();
                 kinds.sort_by(|x, y| y.total_us.cmp(&x.total_us).then(x.kind.cmp(&y.kind)));
                 EndpointSummary {
-                    app: app.clone(),
-                    endpoint: endpoint.clone(),
+                    app: app.to_owned(),
+                    endpoint: endpoint.to_owned(),
                     count: a.latency.count(),
                     errors: a.errors,
                     mean_us: a.latency.mean(),

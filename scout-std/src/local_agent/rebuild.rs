@@ -6,6 +6,7 @@
 //! every other command of the batch), so children-first (Python), parents-first (Node, PHP) and
 //! one-command-per-frame (older agents) all give the same tree.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,10 +22,12 @@ const MAX_WARNINGS: usize = 20;
 const CLOSED_IDS_KEPT: usize = 20_000;
 /// Fixed per-item overhead added to the approximate size of pending data.
 const OVERHEAD: usize = 64;
+/// Spans of one request are found by a linear scan up to this many, then through an index.
+const SPAN_INDEX_AFTER: usize = 24;
 
 #[derive(Debug)]
 struct PendingSpan {
-    seq: u32,
+    id: String,
     parent: Option<String>,
     operation: Option<String>,
     start: Option<Timestamp>,
@@ -34,14 +37,19 @@ struct PendingSpan {
 
 #[derive(Debug)]
 struct Pending {
+    id: Arc<str>,
     app: Arc<str>,
     connection: u64,
     /// Time of the last command for this request (eviction is by inactivity).
     last_seen: Instant,
     start: Option<Timestamp>,
     tags: Map<String, Value>,
-    spans: HashMap<String, PendingSpan>,
-    next_seq: u32,
+    /// Spans in first-seen order (the position breaks ties between equal start times).
+    spans: Vec<PendingSpan>,
+    /// `span_id` -> position, once the request has more than [`SPAN_INDEX_AFTER`] spans.
+    span_index: Option<HashMap<String, usize>>,
+    /// Position of the span the last command named (consecutive commands usually share it).
+    last_span: usize,
     bytes: usize,
     dropped_spans: u64,
 }
@@ -64,14 +72,26 @@ pub(crate) struct Origin {
 #[derive(Debug)]
 pub(crate) struct Rebuilder {
     limits: Limits,
-    pending: HashMap<String, Pending>,
+    /// Pending requests; `None` slots are free (listed in `free`).
+    slots: Vec<Option<Pending>>,
+    free: Vec<usize>,
+    /// `request_id` -> slot.
+    index: HashMap<Arc<str>, usize>,
+    /// Slot of the request the last command named.
+    last: usize,
     pending_bytes: usize,
-    closed: HashMap<String, Closed>,
-    closed_order: VecDeque<String>,
+    closed: HashMap<Arc<str>, Closed>,
+    closed_order: VecDeque<Arc<str>>,
 }
 
 /// Approximate in-memory size of a JSON value, stopping early once `limit` is exceeded.
 pub(crate) fn approx_size(v: &Value, limit: usize) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) => return 4,
+        Value::Number(_) => return 8,
+        Value::String(s) => return s.len() + 2,
+        Value::Array(_) | Value::Object(_) => {}
+    }
     let mut total = 0usize;
     let mut stack = vec![v];
     while let Some(v) = stack.pop() {
@@ -102,7 +122,10 @@ impl Rebuilder {
     pub(crate) fn new(limits: Limits) -> Self {
         Self {
             limits,
-            pending: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            last: 0,
             pending_bytes: 0,
             closed: HashMap::new(),
             closed_order: VecDeque::new(),
@@ -111,11 +134,11 @@ impl Rebuilder {
 
     /// Number of unfinished requests.
     pub(crate) fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.index.len()
     }
 
-    fn close(&mut self, id: String, how: Closed) {
-        if self.closed.insert(id.clone(), how).is_none() {
+    fn close(&mut self, id: Arc<str>, how: Closed) {
+        if self.closed.insert(Arc::clone(&id), how).is_none() {
             self.closed_order.push_back(id);
         }
         while self.closed_order.len() > CLOSED_IDS_KEPT {
@@ -125,14 +148,24 @@ impl Rebuilder {
         }
     }
 
-    /// The pending request `id`, created if needed; `None` if the command must be ignored.
+    /// The slot of pending request `id`, created if needed; `None` if the command must be ignored.
     fn request(
         &mut self,
         id: &str,
         origin: &Origin,
+        now: Instant,
         counters: &mut Counters,
-    ) -> Option<&mut Pending> {
-        if !self.pending.contains_key(id) {
+    ) -> Option<usize> {
+        let cached = self
+            .slots
+            .get(self.last)
+            .and_then(Option::as_ref)
+            .is_some_and(|p| *p.id == *id);
+        let slot = if cached {
+            self.last
+        } else if let Some(&slot) = self.index.get(id) {
+            slot
+        } else {
             match self.closed.get(id) {
                 Some(Closed::Finished) => {
                     counters.late_commands += 1;
@@ -142,49 +175,77 @@ impl Rebuilder {
                 Some(Closed::Rejected) => return None,
                 None => {}
             }
-            if self.pending.len() >= self.limits.max_pending_requests
+            if self.index.len() >= self.limits.max_pending_requests
                 || self.pending_bytes >= self.limits.max_pending_bytes
             {
                 counters.dropped_requests += 1;
                 log::warn!(
                     "dropping request {id}: {} requests / ~{} bytes pending (limits {} / {})",
-                    self.pending.len(),
+                    self.index.len(),
                     self.pending_bytes,
                     self.limits.max_pending_requests,
                     self.limits.max_pending_bytes
                 );
-                self.close(id.to_owned(), Closed::Rejected);
+                self.close(Arc::from(id), Closed::Rejected);
                 return None;
             }
             let bytes = id.len() + OVERHEAD;
             self.pending_bytes += bytes;
-            self.pending.insert(
-                id.to_owned(),
-                Pending {
-                    app: origin.app.clone(),
-                    connection: origin.connection,
-                    last_seen: Instant::now(),
-                    start: None,
-                    tags: Map::new(),
-                    spans: HashMap::new(),
-                    next_seq: 0,
-                    bytes,
-                    dropped_spans: 0,
-                },
-            );
-        }
-        let p = self.pending.get_mut(id)?;
-        p.last_seen = Instant::now();
+            let id: Arc<str> = Arc::from(id);
+            let pending = Pending {
+                id: Arc::clone(&id),
+                app: Arc::clone(&origin.app),
+                connection: origin.connection,
+                last_seen: now,
+                start: None,
+                tags: Map::new(),
+                spans: Vec::new(),
+                span_index: None,
+                last_span: 0,
+                bytes,
+                dropped_spans: 0,
+            };
+            let slot = match self.free.pop() {
+                Some(s) => {
+                    self.slots[s] = Some(pending);
+                    s
+                }
+                None => {
+                    self.slots.push(Some(pending));
+                    self.slots.len() - 1
+                }
+            };
+            self.index.insert(id, slot);
+            slot
+        };
+        self.last = slot;
+        let p = self.slots.get_mut(slot)?.as_mut()?;
+        p.last_seen = now;
+        Some(slot)
+    }
+
+    fn pending_mut(&mut self, slot: usize) -> Option<&mut Pending> {
+        self.slots.get_mut(slot)?.as_mut()
+    }
+
+    /// Removes the pending request in `slot`.
+    fn take(&mut self, slot: usize) -> Option<Pending> {
+        let p = self.slots.get_mut(slot)?.take()?;
+        self.free.push(slot);
+        self.index.remove(&*p.id);
+        self.pending_bytes = self.pending_bytes.saturating_sub(p.bytes);
         Some(p)
     }
 
     /// Applies one request/span command (`ApplicationEvent`s are handled by the caller), pushing
-    /// requests that finish to `out`. `now` substitutes for missing timestamps.
+    /// requests that finish to `out`. `now` substitutes for missing timestamps; `now_instant`
+    /// is the receive time used for eviction.
     pub(crate) fn apply(
         &mut self,
-        cmd: Command,
+        cmd: Command<'_>,
         origin: &Origin,
         now: Timestamp,
+        now_instant: Instant,
         counters: &mut Counters,
         out: &mut Vec<FinishedRequest>,
     ) {
@@ -193,7 +254,10 @@ impl Rebuilder {
         let max_spans = self.limits.max_spans_per_request;
         let added = match cmd {
             Command::StartRequest { ts, request_id } => {
-                let Some(p) = self.request(&request_id, origin, counters) else {
+                let Some(slot) = self.request(&request_id, origin, now_instant, counters) else {
+                    return;
+                };
+                let Some(p) = self.pending_mut(slot) else {
                     return;
                 };
                 p.start = Some(ts.unwrap_or(now));
@@ -204,7 +268,10 @@ impl Rebuilder {
                 tag,
                 value,
             } => {
-                let Some(p) = self.request(&request_id, origin, counters) else {
+                let Some(slot) = self.request(&request_id, origin, now_instant, counters) else {
+                    return;
+                };
+                let Some(p) = self.pending_mut(slot) else {
                     return;
                 };
                 let n = insert_tag(&mut p.tags, tag, value, limits_tags, max_value, counters);
@@ -218,17 +285,20 @@ impl Rebuilder {
                 parent_id,
                 operation,
             } => {
-                let Some(p) = self.request(&request_id, origin, counters) else {
+                let Some(slot) = self.request(&request_id, origin, now_instant, counters) else {
+                    return;
+                };
+                let Some(p) = self.pending_mut(slot) else {
                     return;
                 };
                 let n = span_bytes(&span_id)
                     + operation.len()
-                    + parent_id.as_ref().map_or(0, String::len);
+                    + parent_id.as_ref().map_or(0, |s| s.len());
                 let Some(s) = span(p, span_id, max_spans, true) else {
                     return;
                 };
-                s.parent = parent_id;
-                s.operation = Some(operation);
+                s.parent = parent_id.map(Cow::into_owned);
+                s.operation = Some(operation.into_owned());
                 s.start = Some(ts.unwrap_or(now));
                 p.bytes += n;
                 n
@@ -239,7 +309,10 @@ impl Rebuilder {
                 tag,
                 value,
             } => {
-                let Some(p) = self.request(&request_id, origin, counters) else {
+                let Some(slot) = self.request(&request_id, origin, now_instant, counters) else {
+                    return;
+                };
+                let Some(p) = self.pending_mut(slot) else {
                     return;
                 };
                 let Some(s) = span(p, span_id, max_spans, false) else {
@@ -254,7 +327,10 @@ impl Rebuilder {
                 request_id,
                 span_id,
             } => {
-                let Some(p) = self.request(&request_id, origin, counters) else {
+                let Some(slot) = self.request(&request_id, origin, now_instant, counters) else {
+                    return;
+                };
+                let Some(p) = self.pending_mut(slot) else {
                     return;
                 };
                 let Some(s) = span(p, span_id, max_spans, false) else {
@@ -264,28 +340,29 @@ impl Rebuilder {
                 0
             }
             Command::FinishRequest { ts, request_id } => {
-                if self.request(&request_id, origin, counters).is_none() {
+                let Some(slot) = self.request(&request_id, origin, now_instant, counters) else {
                     return;
-                }
-                if let Some(p) = self.pending.remove(&request_id) {
-                    self.pending_bytes = self.pending_bytes.saturating_sub(p.bytes);
+                };
+                if let Some(p) = self.take(slot) {
                     counters.dropped_spans += p.dropped_spans;
-                    out.push(finish(request_id.clone(), p, ts.unwrap_or(now)));
-                    self.close(request_id, Closed::Finished);
+                    let id = Arc::clone(&p.id);
+                    out.push(finish(p, ts.unwrap_or(now)));
+                    self.close(id, Closed::Finished);
                 }
                 0
             }
-            Command::Batch(cmds) => {
-                let mut finishes = Vec::new();
-                for c in cmds {
-                    match c {
-                        Command::FinishRequest { .. } => finishes.push(c),
-                        Command::ApplicationEvent { .. } | Command::Batch(_) => {}
-                        c => self.apply(c, origin, now, counters, out),
+            Command::Batch(mut cmds) => {
+                // Everything but FinishRequest first, in order; then the finishes.
+                for c in &mut cmds {
+                    if !matches!(c, Command::FinishRequest { .. }) {
+                        let c = std::mem::replace(c, Command::CoreAgentVersion);
+                        self.apply(c, origin, now, now_instant, counters, out);
                     }
                 }
-                for c in finishes {
-                    self.apply(c, origin, now, counters, out);
+                for c in cmds {
+                    if matches!(c, Command::FinishRequest { .. }) {
+                        self.apply(c, origin, now, now_instant, counters, out);
+                    }
                 }
                 0
             }
@@ -297,24 +374,25 @@ impl Rebuilder {
     /// Evicts requests without any command for longer than the pending timeout; returns how many.
     pub(crate) fn expire(&mut self, counters: &mut Counters) -> usize {
         let timeout = self.limits.pending_timeout;
-        let expired: Vec<String> = self
-            .pending
+        let expired: Vec<usize> = self
+            .slots
             .iter()
-            .filter(|(_, p)| p.last_seen.elapsed() > timeout)
-            .map(|(id, _)| id.clone())
+            .enumerate()
+            .filter(|(_, p)| p.as_ref().is_some_and(|p| p.last_seen.elapsed() > timeout))
+            .map(|(i, _)| i)
             .collect();
-        for id in &expired {
-            if let Some(p) = self.pending.remove(id) {
-                self.pending_bytes = self.pending_bytes.saturating_sub(p.bytes);
+        for &slot in &expired {
+            if let Some(p) = self.take(slot) {
                 log::warn!(
-                    "request {id} (app {:?}, connection {}) never finished; evicted after {:?} without commands",
+                    "request {} (app {:?}, connection {}) never finished; evicted after {:?} without commands",
+                    p.id,
                     p.app,
                     p.connection,
                     timeout
                 );
+                counters.expired_requests += 1;
+                self.close(p.id, Closed::Rejected);
             }
-            counters.expired_requests += 1;
-            self.close(id.clone(), Closed::Rejected);
         }
         expired.len()
     }
@@ -324,45 +402,77 @@ fn span_bytes(id: &str) -> usize {
     id.len() + OVERHEAD * 2
 }
 
-fn span(
-    p: &mut Pending,
-    span_id: String,
+/// Position of span `id` in `p.spans`, if it is known.
+fn find_span(p: &Pending, id: &str) -> Option<usize> {
+    if p.spans.get(p.last_span).is_some_and(|s| s.id == id) {
+        return Some(p.last_span);
+    }
+    match &p.span_index {
+        Some(index) => index.get(id).copied(),
+        None => p.spans.iter().position(|s| s.id == id),
+    }
+}
+
+fn span<'p>(
+    p: &'p mut Pending,
+    span_id: Cow<'_, str>,
     max_spans: usize,
     starting: bool,
-) -> Option<&mut PendingSpan> {
-    if !p.spans.contains_key(&span_id) {
-        if p.spans.len() >= max_spans {
-            // Counted once per span, on its StartSpan; its tags and stop are ignored silently.
-            if !starting {
+) -> Option<&'p mut PendingSpan> {
+    let pos = match find_span(p, &span_id) {
+        Some(pos) => pos,
+        None => {
+            if p.spans.len() >= max_spans {
+                // Counted once per span, on its StartSpan; its tags and stop are ignored silently.
+                if !starting {
+                    return None;
+                }
+                p.dropped_spans += 1;
+                if p.dropped_spans == 1 {
+                    log::warn!("request exceeds {max_spans} spans; further spans are dropped");
+                }
                 return None;
             }
-            p.dropped_spans += 1;
-            if p.dropped_spans == 1 {
-                log::warn!("request exceeds {max_spans} spans; further spans are dropped");
+            let pos = p.spans.len();
+            if p.spans.capacity() == 0 {
+                p.spans.reserve(8);
             }
-            return None;
-        }
-        let seq = p.next_seq;
-        p.next_seq = p.next_seq.saturating_add(1);
-        p.spans.insert(
-            span_id.clone(),
-            PendingSpan {
-                seq,
+            let id = span_id.into_owned();
+            match &mut p.span_index {
+                Some(index) => {
+                    index.insert(id.clone(), pos);
+                }
+                None if pos >= SPAN_INDEX_AFTER => {
+                    let mut index: HashMap<String, usize> = p
+                        .spans
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| (s.id.clone(), i))
+                        .collect();
+                    index.insert(id.clone(), pos);
+                    p.span_index = Some(index);
+                }
+                None => {}
+            }
+            p.spans.push(PendingSpan {
+                id,
                 parent: None,
                 operation: None,
                 start: None,
                 end: None,
                 tags: Map::new(),
-            },
-        );
-    }
-    p.spans.get_mut(&span_id)
+            });
+            pos
+        }
+    };
+    p.last_span = pos;
+    p.spans.get_mut(pos)
 }
 
 /// Inserts or replaces a tag; returns the approximate bytes added.
 fn insert_tag(
     tags: &mut Map<String, Value>,
-    tag: String,
+    tag: Cow<'_, str>,
     value: Value,
     max_tags: usize,
     max_value: usize,
@@ -375,12 +485,12 @@ fn insert_tag(
     } else {
         value
     };
-    if !tags.contains_key(&tag) && tags.len() >= max_tags {
+    if tags.len() >= max_tags && !tags.contains_key(&*tag) {
         counters.dropped_tags += 1;
         return 0;
     }
     let n = tag.len() + size.min(max_value) + OVERHEAD;
-    tags.insert(tag, value);
+    tags.insert(tag.into_owned(), value);
     n
 }
 
@@ -396,104 +506,124 @@ fn truthy(v: Option<&Value>) -> bool {
     }
 }
 
-fn finish(id: String, p: Pending, finish_ts: Timestamp) -> FinishedRequest {
+fn finish(p: Pending, finish_ts: Timestamp) -> FinishedRequest {
     let mut warnings = Vec::new();
     let mut warn = |w: String| {
         if warnings.len() < MAX_WARNINGS {
             warnings.push(w);
         }
     };
-    let mut spans: Vec<(String, PendingSpan)> = Vec::with_capacity(p.spans.len());
-    for (sid, s) in p.spans {
+    // Spans that were never started are dropped; the others keep their first-seen order.
+    let mut spans: Vec<PendingSpan> = Vec::with_capacity(p.spans.len());
+    for s in p.spans {
         if s.operation.is_none() {
             warn(format!(
-                "span {sid}: tagged or stopped but never started (dropped)"
+                "span {}: tagged or stopped but never started (dropped)",
+                s.id
             ));
         } else {
-            spans.push((sid, s));
+            spans.push(s);
         }
     }
+    let n = spans.len();
     let start = p
         .start
-        .or_else(|| spans.iter().filter_map(|(_, s)| s.start).min())
+        .or_else(|| spans.iter().filter_map(|s| s.start).min())
         .unwrap_or(finish_ts);
     if p.start.is_none() {
         warn("no StartRequest".into());
     }
     let end = finish_ts;
-    for (sid, s) in &mut spans {
+    for s in &mut spans {
         if s.end.is_none() {
-            warn(format!("span {sid}: never stopped (ends with the request)"));
+            warn(format!(
+                "span {}: never stopped (ends with the request)",
+                s.id
+            ));
             s.end = Some(end.max(s.start.unwrap_or(end)));
         }
     }
-    // Tree: index, children lists, roots.
-    let index: HashMap<&str, usize> = spans
-        .iter()
-        .enumerate()
-        .map(|(i, (sid, _))| (sid.as_str(), i))
-        .collect();
-    let mut children: Vec<Vec<usize>> = vec![Vec::new(); spans.len()];
-    let mut roots = Vec::new();
+    // Parent of each span (None: a root, or a parent that is not in this request).
+    let index: Option<HashMap<&str, usize>> = (n > SPAN_INDEX_AFTER).then(|| {
+        spans
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect()
+    });
+    let lookup = |id: &str| match &index {
+        Some(ix) => ix.get(id).copied(),
+        None => spans.iter().position(|s| s.id == id),
+    };
+    let mut parent: Vec<Option<usize>> = Vec::with_capacity(n);
     let mut orphan_warnings = Vec::new();
-    for (i, (sid, s)) in spans.iter().enumerate() {
-        match s.parent.as_deref() {
-            None => roots.push(i),
-            Some(pid) => match index.get(pid) {
-                Some(&pi) if pi != i => children[pi].push(i),
+    for (i, s) in spans.iter().enumerate() {
+        parent.push(match s.parent.as_deref() {
+            None => None,
+            Some(pid) => match lookup(pid) {
+                Some(pi) if pi != i => Some(pi),
                 _ => {
-                    orphan_warnings.push(format!("span {sid}: parent {pid} not in this request"));
-                    roots.push(i);
+                    orphan_warnings
+                        .push(format!("span {}: parent {pid} not in this request", s.id));
+                    None
                 }
             },
-        }
+        });
     }
     for w in orphan_warnings {
         warn(w);
     }
-    let key = |i: &usize| (spans[*i].1.start, spans[*i].1.seq);
-    roots.sort_by_key(key);
-    for c in &mut children {
-        c.sort_by_key(key);
+    // Children of each parent, contiguous and sorted by (start, first seen): sort the spans by
+    // (parent, start, position) once; `first_child[p]..first_child[p + 1]` are p's children.
+    let key = |i: usize| (spans[i].start, i);
+    let mut by_parent: Vec<usize> = (0..n).collect();
+    by_parent.sort_unstable_by_key(|&i| (parent[i].map_or(0, |p| p + 1), key(i)));
+    let mut first_child = vec![0usize; n + 2];
+    for &i in &by_parent {
+        first_child[parent[i].map_or(0, |p| p + 1) + 1] += 1;
     }
-    let mut order: Vec<(usize, u32)> = Vec::with_capacity(spans.len());
-    let mut visited = vec![false; spans.len()];
-    let mut stack: Vec<(usize, u32)> = roots.iter().rev().map(|&r| (r, 0)).collect();
+    for b in 1..first_child.len() {
+        first_child[b] += first_child[b - 1];
+    }
+    let children = |bucket: usize| &by_parent[first_child[bucket]..first_child[bucket + 1]];
+    let dur = |s: &PendingSpan| {
+        let (a, b) = (s.start.unwrap_or(end), s.end.unwrap_or(end));
+        u64::try_from(b.0 - a.0).unwrap_or(0)
+    };
+    // Pre-order walk from the roots (bucket 0).
+    let mut order: Vec<(usize, u32)> = Vec::with_capacity(n);
+    let mut visited = vec![false; n];
+    let mut stack: Vec<(usize, u32)> = children(0).iter().rev().map(|&r| (r, 0)).collect();
     while let Some((i, depth)) = stack.pop() {
         if std::mem::replace(&mut visited[i], true) {
             continue;
         }
         order.push((i, depth));
-        for &c in children[i].iter().rev() {
+        for &c in children(i + 1).iter().rev() {
             stack.push((c, depth.saturating_add(1)));
         }
     }
-    let mut rest: Vec<usize> = (0..spans.len()).filter(|&i| !visited[i]).collect();
-    if !rest.is_empty() {
+    if order.len() < n {
+        let mut rest: Vec<usize> = (0..n).filter(|&i| !visited[i]).collect();
         warn(format!("{} spans form a parent cycle", rest.len()));
-        rest.sort_by_key(key);
+        rest.sort_by_key(|&i| key(i));
         order.extend(rest.into_iter().map(|i| (i, 0)));
     }
-    let dur = |s: &PendingSpan| {
-        let (a, b) = (s.start.unwrap_or(end), s.end.unwrap_or(end));
-        u64::try_from(b.0 - a.0).unwrap_or(0)
-    };
-    let child_time: Vec<u64> = children
-        .iter()
-        .map(|c| c.iter().map(|&ci| dur(&spans[ci].1)).sum())
+    let exclusive: Vec<u64> = (0..n)
+        .map(|i| {
+            let child_time: u64 = children(i + 1).iter().map(|&c| dur(&spans[c])).sum();
+            dur(&spans[i]).saturating_sub(child_time)
+        })
         .collect();
-    let exclusive: Vec<u64> = (0..spans.len())
-        .map(|i| dur(&spans[i].1).saturating_sub(child_time[i]))
-        .collect();
-    let mut slots: Vec<Option<(String, PendingSpan)>> = spans.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<PendingSpan>> = spans.into_iter().map(Some).collect();
     let mut out_spans = Vec::with_capacity(order.len());
     for (i, depth) in order {
-        let Some((sid, s)) = slots[i].take() else {
+        let Some(s) = slots[i].take() else {
             continue;
         };
         let duration_us = dur(&s);
         out_spans.push(FinishedSpan {
-            id: sid,
+            id: s.id,
             parent_id: s.parent,
             operation: s.operation.unwrap_or_default(),
             start: s.start.unwrap_or(end),
@@ -519,7 +649,7 @@ fn finish(id: String, p: Pending, finish_ts: Timestamp) -> FinishedRequest {
             _ => op.clone(),
         });
     FinishedRequest {
-        id,
+        id: String::from(&*p.id),
         app: p.app.to_string(),
         connection: p.connection,
         error: truthy(p.tags.get("error")),
@@ -545,7 +675,7 @@ mod tests {
         Some(Timestamp(i64::from(s) * 1000))
     }
 
-    fn run(cmds: Vec<Command>) -> Vec<FinishedRequest> {
+    fn run(cmds: Vec<Command<'static>>) -> Vec<FinishedRequest> {
         let mut r = Rebuilder::new(Limits::default());
         let origin = Origin {
             connection: 1,
@@ -554,13 +684,18 @@ mod tests {
         let mut c = Counters::default();
         let mut out = Vec::new();
         for cmd in cmds {
-            r.apply(cmd, &origin, Timestamp(0), &mut c, &mut out);
+            r.apply(cmd, &origin, Timestamp(0), Instant::now(), &mut c, &mut out);
         }
         assert_eq!(r.pending_len(), 0);
         out
     }
 
-    fn start(span: &str, parent: Option<&str>, op: &str, t: u32) -> Command {
+    fn start(
+        span: &'static str,
+        parent: Option<&'static str>,
+        op: &'static str,
+        t: u32,
+    ) -> Command<'static> {
         Command::StartSpan {
             ts: ts(t),
             request_id: "r".into(),
@@ -570,7 +705,7 @@ mod tests {
         }
     }
 
-    fn stop(span: &str, t: u32) -> Command {
+    fn stop(span: &'static str, t: u32) -> Command<'static> {
         Command::StopSpan {
             ts: ts(t),
             request_id: "r".into(),
@@ -645,13 +780,21 @@ mod tests {
             start("s", None, "Job/x", 1),
             &origin,
             Timestamp(0),
+            Instant::now(),
             &mut c,
             &mut out,
         );
         std::thread::sleep(std::time::Duration::from_millis(2));
         assert_eq!(r.expire(&mut c), 1);
         assert_eq!(r.pending_len(), 0);
-        r.apply(stop("s", 2), &origin, Timestamp(0), &mut c, &mut out);
+        r.apply(
+            stop("s", 2),
+            &origin,
+            Timestamp(0),
+            Instant::now(),
+            &mut c,
+            &mut out,
+        );
         assert_eq!(r.pending_len(), 0);
         assert!(out.is_empty());
         assert_eq!(c.expired_requests, 1);

@@ -482,7 +482,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(inner: &Inner, mut conn: Conne
                     st.counters.oversized_frames += 1;
                 }
                 conn.log_bad(&msg);
-                (failure_reply(&msg), true, false)
+                (failure_reply(&msg).into(), true, false)
             }
             Err(FrameError::Stalled(got, want)) => {
                 {
@@ -502,7 +502,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(inner: &Inner, mut conn: Conne
                     conn.id
                 );
                 (
-                    failure_reply("agent busy: too much data in flight"),
+                    failure_reply("agent busy: too much data in flight").into(),
                     true,
                     false,
                 )

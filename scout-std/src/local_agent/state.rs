@@ -1,5 +1,6 @@
 //! The shared state behind one agent: frame handling, storage, aggregation and export.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{LineWriter, Write as _};
@@ -11,7 +12,7 @@ use serde_json::Value;
 use super::aggregate::{Aggregator, EndpointSummary};
 use super::config::Limits;
 use super::model::{AppEvent, Counters, FinishedRequest, ReceivedMessage};
-use super::protocol::{Command, DecodeError, failure_reply, success_reply};
+use super::protocol::{Command, DecodeError, ParseError, ReplyBytes, failure_reply, success_reply};
 use super::rebuild::{Origin, Rebuilder};
 use super::summary::{self, AppInfo};
 use super::timestamp::Timestamp;
@@ -59,7 +60,7 @@ impl Connection {
 /// The outcome of one frame.
 #[derive(Debug)]
 pub(crate) struct Reply {
-    pub(crate) bytes: Vec<u8>,
+    pub(crate) bytes: ReplyBytes,
     /// The frame was `CoreAgentShutdown`.
     pub(crate) shutdown: bool,
 }
@@ -104,34 +105,30 @@ impl State {
     /// Handles one complete frame and returns the reply to send.
     pub(crate) fn handle_frame(&mut self, conn: &mut Connection, bytes: &[u8]) -> Reply {
         self.counters.frames += 1;
-        let value: Value = match serde_json::from_slice(bytes) {
-            Ok(v) => v,
-            Err(e) => {
-                self.counters.invalid_json += 1;
-                let msg = format!("invalid JSON frame ({} bytes): {e}", bytes.len());
-                conn.log_bad(&msg);
-                return failure(&msg);
-            }
+        let text = match std::str::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => return self.invalid_json(conn, bytes.len(), &e),
         };
-        self.seq += 1;
         if self.limits.retain_messages > 0 {
+            // Only for the frame history (tests): the command itself is decoded from the text.
+            let value: Value = match serde_json::from_str(text) {
+                Ok(v) => v,
+                Err(e) => return self.invalid_json(conn, bytes.len(), &e),
+            };
             if self.messages.len() >= self.limits.retain_messages {
                 self.messages.pop_front();
             }
             self.messages.push_back(ReceivedMessage {
                 connection: conn.id,
-                seq: self.seq,
-                message: value.clone(),
+                seq: self.seq + 1,
+                message: value,
             });
         }
-        self.handle_value(conn, value)
-    }
-
-    /// Handles a decoded frame (also the entry point of the ingest benchmark).
-    pub(crate) fn handle_value(&mut self, conn: &mut Connection, value: Value) -> Reply {
-        let cmd = match Command::decode(value) {
+        let cmd = match Command::parse(text) {
             Ok(c) => c,
-            Err(e) => {
+            Err(ParseError::Json(e)) => return self.invalid_json(conn, bytes.len(), &e),
+            Err(ParseError::Decode(e)) => {
+                self.seq += 1;
                 match e {
                     DecodeError::Unknown(_) => self.counters.unknown_commands += 1,
                     DecodeError::Shape(_) | DecodeError::Field(_) => {
@@ -143,6 +140,24 @@ impl State {
                 return failure(&msg);
             }
         };
+        self.seq += 1;
+        self.handle_command(conn, cmd)
+    }
+
+    fn invalid_json(
+        &mut self,
+        conn: &mut Connection,
+        len: usize,
+        e: &dyn std::fmt::Display,
+    ) -> Reply {
+        self.counters.invalid_json += 1;
+        let msg = format!("invalid JSON frame ({len} bytes): {e}");
+        conn.log_bad(&msg);
+        failure(&msg)
+    }
+
+    /// Handles a decoded command.
+    fn handle_command(&mut self, conn: &mut Connection, cmd: Command<'_>) -> Reply {
         let name = cmd.name();
         let Some(app) = conn
             .app
@@ -156,6 +171,10 @@ impl State {
         };
         let now = Timestamp::now();
         self.counters.commands += cmd.count() as u64;
+        let ok = |bytes| Reply {
+            bytes,
+            shutdown: false,
+        };
         match cmd {
             Command::Register { app, key, language } => {
                 log::info!(
@@ -167,18 +186,12 @@ impl State {
                 if let Some(lang) = language
                     && let Some(info) = self.app_info(&app)
                 {
-                    info.language.get_or_insert(lang);
+                    info.language.get_or_insert_with(|| lang.into_owned());
                 }
-                conn.app = Some(Arc::from(app));
-                Reply {
-                    bytes: success_reply(name, None),
-                    shutdown: false,
-                }
+                conn.app = Some(Arc::from(app.as_ref()));
+                ok(success_reply(name, None))
             }
-            Command::CoreAgentVersion => Reply {
-                bytes: success_reply(name, Some(&self.version)),
-                shutdown: false,
-            },
+            Command::CoreAgentVersion => ok(success_reply(name, Some(&self.version))),
             Command::CoreAgentShutdown => {
                 log::info!("connection {} asked the agent to shut down", conn.id);
                 Reply {
@@ -186,6 +199,7 @@ impl State {
                     shutdown: true,
                 }
             }
+            Command::LocalAgentSummary => ok(Cow::Owned(self.summary_reply())),
             Command::ApplicationEvent {
                 ts,
                 event_type,
@@ -196,18 +210,15 @@ impl State {
                     conn.id,
                     &app,
                     ts.unwrap_or(now),
-                    event_type,
+                    event_type.into_owned(),
                     event_value,
-                    source,
+                    source.map(Cow::into_owned),
                 );
-                Reply {
-                    bytes: success_reply(name, None),
-                    shutdown: false,
-                }
+                ok(success_reply(name, None))
             }
-            cmd => {
-                if let Command::Batch(items) = &cmd {
-                    for item in items {
+            mut cmd => {
+                if let Command::Batch(items) = &mut cmd {
+                    for item in items.iter_mut() {
                         if let Command::ApplicationEvent {
                             ts,
                             event_type,
@@ -219,9 +230,9 @@ impl State {
                                 conn.id,
                                 &app,
                                 ts.unwrap_or(now),
-                                event_type.clone(),
-                                event_value.clone(),
-                                source.clone(),
+                                event_type.to_string(),
+                                std::mem::take(event_value),
+                                source.take().map(Cow::into_owned),
                             );
                         }
                     }
@@ -231,18 +242,37 @@ impl State {
                     app,
                 };
                 let mut out = std::mem::take(&mut self.finished_buf);
-                self.rebuilder
-                    .apply(cmd, &origin, now, &mut self.counters, &mut out);
+                self.rebuilder.apply(
+                    cmd,
+                    &origin,
+                    now,
+                    Instant::now(),
+                    &mut self.counters,
+                    &mut out,
+                );
                 for r in out.drain(..) {
                     self.finished(r);
                 }
                 self.finished_buf = out;
-                Reply {
-                    bytes: success_reply(name, None),
-                    shutdown: false,
-                }
+                ok(success_reply(name, None))
             }
         }
+    }
+
+    /// The reply to `LocalAgentSummary`.
+    fn summary_reply(&self) -> Vec<u8> {
+        let reply = serde_json::json!({"LocalAgentSummary": {
+            "id": null,
+            "result": "Success",
+            "version": self.version,
+            "pid": std::process::id(),
+            "requests": self.counters.requests,
+            "commands": self.counters.commands,
+            "bad_frames": self.counters.bad_frames(),
+            "pending": self.rebuilder.pending_len(),
+            "summary": self.summary(),
+        }});
+        serde_json::to_vec(&reply).unwrap_or_default()
     }
 
     fn app_info(&mut self, app: &str) -> Option<&mut AppInfo> {
@@ -365,7 +395,7 @@ impl State {
 
 fn failure(msg: &str) -> Reply {
     Reply {
-        bytes: failure_reply(msg),
+        bytes: Cow::Owned(failure_reply(msg)),
         shutdown: false,
     }
 }
@@ -390,8 +420,8 @@ impl Ingest {
         }
     }
 
-    /// Processes one frame body (JSON bytes) and returns the reply body.
-    pub fn frame(&mut self, bytes: &[u8]) -> Vec<u8> {
+    /// Processes one frame body (JSON bytes) and returns the reply body (usually a constant).
+    pub fn frame(&mut self, bytes: &[u8]) -> Cow<'static, [u8]> {
         self.state.handle_frame(&mut self.conn, bytes).bytes
     }
 

@@ -1,0 +1,2 @@
+//! Integration benchmarks (being written).
+fn main() {}

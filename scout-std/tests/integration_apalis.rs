@@ -1,0 +1,1 @@
+//! apalis integration tests (being written).

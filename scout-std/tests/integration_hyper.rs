@@ -1,0 +1,1 @@
+//! hyper integration tests (being written).

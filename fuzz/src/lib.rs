@@ -249,3 +249,21 @@ pub fn known(id: &str) -> bool {
         .iter()
         .any(|k| k == id)
 }
+
+/// Python's `json.dumps(x)` of a finite float (`float.__repr__`): the shortest digits that
+/// read back to `x`, in fixed notation for `1e-4 <= |x| < 1e16` (with `.0` when integral), else
+/// as `d.ddde±XX` with a sign and at least two exponent digits (`1e+16`, `1e-05`). Rust's `{:?}`
+/// picks the same digits and the same thresholds, so only the exponent is rewritten here.
+pub fn py_float_repr(x: f64) -> String {
+    let r = format!("{x:?}");
+    match r.split_once('e') {
+        None => r,
+        Some((mant, exp)) => {
+            let (sign, digits) = match exp.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', exp),
+            };
+            format!("{mant}e{sign}{digits:0>2}")
+        }
+    }
+}

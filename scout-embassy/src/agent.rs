@@ -116,7 +116,12 @@ pub(crate) struct State<S: Storage, const SLOTS: usize, const NAMES: usize, cons
 /// microseconds per span).
 ///
 /// RAM: the queue, the name table (`NAMES` pointers), and `SLOTS` requests of
-/// `size_of::<Request<S>>()` each (about 1.7 KiB for [`DeviceStorage`]).
+/// `size_of::<Request<S>>()` each (about 1.7 KiB for [`DeviceStorage`]); the link task
+/// ([`Agent::run_link`]) adds one `FRAME`-byte buffer, which also carries the hello and each
+/// name definition (a name that does not fit stays undefined on the wire), and finishing a
+/// transaction uses `FRAME` bytes of stack. The defaults suit a host or a roomy MCU; the
+/// demo firmware in `firmware/` runs with `Agent<Fixed<4, 2, 0, 3>, 1, 8, 128, 64>` (see
+/// `docs/device-protocol.md`, "Firmware").
 pub struct Agent<
     S: Storage = DeviceStorage,
     const SLOTS: usize = 2,

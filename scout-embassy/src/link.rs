@@ -34,6 +34,16 @@ pub enum LinkEnd {
 /// without work before checking them.
 const DROPS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The writer's next step.
+enum Next {
+    /// Define name `id` (`None`: the table has no such id, skip it).
+    Name(u16, Option<&'static str>),
+    /// Write the frame of this many bytes now at the start of the buffer.
+    Frame(usize),
+    /// Nothing to send.
+    Idle,
+}
+
 impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, const FRAME: usize>
     Agent<S, SLOTS, NAMES, QUEUE, FRAME>
 {
@@ -91,33 +101,48 @@ impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, con
     }
 
     async fn write_loop<W: Write>(&self, w: &mut W, sync: &Cell<Option<TimeSyncReply>>) -> LinkEnd {
+        // Every message is encoded into `buf` in a statement of its own, so no `Up` value (which
+        // has room for a whole decoded request, about 9 KiB on 32-bit targets) lives across an
+        // `.await` and bloats this future.
         let mut buf = [0u8; FRAME];
-        let hello = Up::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            device_id: self.config.device_id,
-            firmware: self.config.firmware,
-            token: self.config.token,
-            tick_hz: device::MICROS_HZ,
-            uptime: now().as_micros(),
-        });
+        let hello = encode(
+            &Up::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                device_id: self.config.device_id,
+                firmware: self.config.firmware,
+                token: self.config.token,
+                tick_hz: device::MICROS_HZ,
+                uptime: now().as_micros(),
+            }),
+            &mut buf,
+        );
         // A leading delimiter ends any partial frame the gateway holds from an earlier link.
-        if send(self, w, &[0]).await.is_err() || self.send_msg(w, &hello, &mut buf).await.is_err() {
+        // A hello that does not fit in `FRAME` bytes ends the link.
+        let Some(n) = hello else {
+            return LinkEnd::Write;
+        };
+        if send(self, w, &[0]).await.is_err() || send(self, w, &buf[..n]).await.is_err() {
             return LinkEnd::Write;
         }
         let mut names_sent = 0usize;
         let mut drops_sent: Option<DeviceDrops> = None;
         loop {
-            if let Some(reply) = sync.take()
-                && self
-                    .send_msg(w, &Up::TimeSync(reply), &mut buf)
-                    .await
-                    .is_err()
+            let reply = sync.take().and_then(|r| encode(&Up::TimeSync(r), &mut buf));
+            if let Some(n) = reply
+                && send(self, w, &buf[..n]).await.is_err()
             {
                 return LinkEnd::Write;
             }
-            // Take one queued frame (and the size of the name table it may rely on).
-            let (frame_len, names_len) = self
+            // One step: define the next name not yet sent on this link, else take one queued
+            // frame. Both are decided in the same critical section, so a frame is taken only
+            // once every name it may use (names are append-only) has been defined; the name
+            // is encoded into `buf` too, so the link needs no second buffer.
+            let next = self
                 .with(|st| {
+                    if st.names.len() > names_sent {
+                        let id = u16::try_from(names_sent + 1).unwrap_or(u16::MAX);
+                        return Next::Name(id, st.names.get(id));
+                    }
                     let mut n = 0;
                     if st.queue.iter().any(|&b| b == 0) {
                         while let Some(b) = st.queue.pop_front() {
@@ -130,35 +155,37 @@ impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, con
                             }
                         }
                     }
-                    (n, st.names.len())
+                    if n > 0 { Next::Frame(n) } else { Next::Idle }
                 })
-                .unwrap_or((0, 0));
-            // Names first: ids are defined before the frame that uses them.
-            while names_sent < names_len {
-                names_sent += 1;
-                let id = names_sent as u16;
-                let Some(name) = self.with(|st| st.names.get(id)).flatten() else {
+                .unwrap_or(Next::Idle);
+            match next {
+                Next::Name(id, name) => {
+                    names_sent += 1;
+                    // A name too long for `buf` stays undefined (the gateway shows UNNAMED).
+                    let def =
+                        name.and_then(|name| encode(&Up::Name(NameDef { id, name }), &mut buf));
+                    if let Some(n) = def
+                        && send(self, w, &buf[..n]).await.is_err()
+                    {
+                        return LinkEnd::Write;
+                    }
                     continue;
-                };
-                let mut nbuf = [0u8; 128];
-                let Ok(n) = device::encode(&Up::Name(NameDef { id, name }), &mut nbuf) else {
-                    continue; // a name longer than ~120 bytes stays undefined (UNNAMED)
-                };
-                if send(self, w, &nbuf[..n]).await.is_err() {
-                    self.lost(frame_len > 0);
-                    return LinkEnd::Write;
                 }
-            }
-            if frame_len > 0 {
-                if send(self, w, &buf[..frame_len]).await.is_err() {
-                    self.lost(true);
-                    return LinkEnd::Write;
+                Next::Frame(n) => {
+                    if send(self, w, &buf[..n]).await.is_err() {
+                        self.lost();
+                        return LinkEnd::Write;
+                    }
+                    continue;
                 }
-                continue;
+                Next::Idle => {}
             }
             let drops = self.stats().drops;
             if drops_sent != Some(drops) {
-                if self.send_msg(w, &Up::Drops(drops), &mut buf).await.is_err() {
+                let msg = encode(&Up::Drops(drops), &mut buf);
+                if let Some(n) = msg
+                    && send(self, w, &buf[..n]).await.is_err()
+                {
                     return LinkEnd::Write;
                 }
                 drops_sent = Some(drops);
@@ -191,18 +218,17 @@ impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, con
         }
     }
 
-    fn lost(&self, frame: bool) {
-        if frame {
-            self.with(|st| {
-                st.stats.drops.link_errors = st.stats.drops.link_errors.saturating_add(1);
-            });
-        }
+    /// Counts a frame taken from the queue that could not be written.
+    fn lost(&self) {
+        self.with(|st| {
+            st.stats.drops.link_errors = st.stats.drops.link_errors.saturating_add(1);
+        });
     }
+}
 
-    async fn send_msg<W: Write>(&self, w: &mut W, msg: &Up<'_>, buf: &mut [u8]) -> Result<(), ()> {
-        let n = device::encode(msg, buf).map_err(|_| ())?;
-        send(self, w, &buf[..n]).await
-    }
+/// Encodes `msg` as one frame into `buf`: its length, or `None` when it does not fit.
+fn encode(msg: &Up<'_>, buf: &mut [u8]) -> Option<usize> {
+    device::encode(msg, buf).ok()
 }
 
 async fn send<

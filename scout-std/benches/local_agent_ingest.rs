@@ -1,15 +1,73 @@
 //! Local agent ingest throughput on one core: JSON decode + command decode + request rebuild +
-//! aggregation, no sockets. Reported as commands per second (`Throughput::Elements`).
+//! aggregation, no sockets. Reported as commands per second (`Throughput::Elements`), for
+//! Python-shaped requests (one batch per request, and one command per frame) and for the frames
+//! the std agent itself sends (captured from a real `scout_std::install`), which are compared
+//! with the std agent's sender rate at the end.
 //!
 //! Run: `cargo bench -p scout-std --bench local_agent_ingest`.
 
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use scout_std::local_agent::{Ingest, Limits};
+use criterion::{BatchSize, Criterion, Throughput};
+use scout_core::Config;
+use scout_std::local_agent::{Address, Ingest, Limits, LocalAgent, LocalAgentConfig};
 use serde_json::{Value, json};
 
 const REQUESTS: usize = 500;
+
+/// The std agent's sender rate to a Unix socket, spans per second, as measured by
+/// `cargo bench -p scout-std --bench agent` on the project VM (README, Performance): 10-span
+/// requests like [`rust_request`].
+const SENDER_SPANS_PER_SEC: f64 = 1.66e6;
+
+/// The request shape of the `agent` bench: a web transaction with 9 tagged SQL spans.
+fn rust_request(i: u64) {
+    let _t = scout_std::web_transaction("Bench#index");
+    for _ in 0..9 {
+        let s = scout_std::instrument_kind("SQL", "Query");
+        s.tag("rows", scout_std::Value::Int(i as i64));
+    }
+}
+
+/// The frames `scout_std` sends for `n` such requests (Register first), recorded by an
+/// in-process local agent.
+fn rust_frames(n: u64) -> Vec<Vec<u8>> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let agent = rt
+        .block_on(LocalAgent::start(LocalAgentConfig::new(
+            Address::parse("tcp://127.0.0.1:0").unwrap(),
+        )))
+        .unwrap();
+    let mut config = Config::new()
+        .name("Bench App")
+        .key("BENCHKEY")
+        .monitor(true)
+        .core_agent_launch(false)
+        .core_agent_download(false);
+    config
+        .set("core_agent_socket_path", &agent.address().to_string())
+        .unwrap();
+    let options = scout_std::InstallOptions {
+        ignore_environment: true,
+        ..Default::default()
+    };
+    let guard = scout_std::install_with(config, options);
+    for i in 0..n {
+        rust_request(i);
+    }
+    assert!(scout_std::flush(Duration::from_secs(30)));
+    drop(guard);
+    let frames: Vec<Vec<u8>> = agent
+        .messages()
+        .iter()
+        .filter(|m| m.message.get("Register").is_some() || m.message.get("BatchCommand").is_some())
+        .map(|m| serde_json::to_vec(&m.message).unwrap())
+        .collect();
+    rt.block_on(agent.shutdown());
+    assert_eq!(frames.len() as u64, n + 1, "Register + one batch per request");
+    frames
+}
 
 /// A Python-shaped web request (spaced JSON, `+00:00` timestamps, children first, allocation tags).
 fn python_request(i: usize) -> Vec<Value> {
@@ -83,7 +141,7 @@ fn spaced(v: &Value) -> Vec<u8> {
     out
 }
 
-fn bench(c: &mut Criterion) {
+fn bench(c: &mut Criterion) -> (Vec<Vec<u8>>, u64) {
     let register = br#"{"Register": {"app": "Bench App", "key": "TEST_KEY", "host": null, "language": "python", "api_version": "1.0"}}"#;
     let mut batches = Vec::new();
     let mut singles = Vec::new();
@@ -137,8 +195,59 @@ fn bench(c: &mut Criterion) {
             BatchSize::LargeInput,
         );
     });
+    // The std agent's own frames.
+    let rust = rust_frames(REQUESTS as u64);
+    let mut check = Ingest::new(Limits::daemon());
+    for f in &rust {
+        check.frame(f);
+    }
+    assert_eq!(check.counters().requests, REQUESTS as u64);
+    assert_eq!(check.counters().bad_frames(), 0);
+    let rust_commands = check.counters().commands;
+    g.throughput(Throughput::Elements(rust_commands));
+    g.bench_function("rust_agent_batches", |b| {
+        b.iter_batched(
+            || Ingest::new(Limits::daemon()),
+            |mut ingest| {
+                for f in &rust {
+                    black_box(ingest.frame(f));
+                }
+                ingest
+            },
+            BatchSize::LargeInput,
+        );
+    });
     g.finish();
+    (rust, rust_commands)
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+/// Best of a few timed runs over the std agent's frames: (requests/s, commands/s).
+fn rust_rate(frames: &[Vec<u8>], commands: u64) -> (f64, f64) {
+    let mut best = f64::MAX;
+    for _ in 0..7 {
+        let mut ingest = Ingest::new(Limits::daemon());
+        let start = Instant::now();
+        for f in frames {
+            black_box(ingest.frame(f));
+        }
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    let requests = (frames.len() - 1) as f64;
+    (requests / best, commands as f64 / best)
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let (rust, commands) = bench(&mut c);
+    c.final_summary();
+    let (req_per_sec, cmd_per_sec) = rust_rate(&rust, commands);
+    let spans_per_sec = req_per_sec * 10.0;
+    println!(
+        "COMPARE local agent ingest of the std agent's own 10-span batches, one core: {:.0} requests/s = {:.2} M spans/s ({:.2} M commands/s); the std agent's sender writes {:.2} M spans/s to a Unix socket (README, --bench agent): {:.2}x",
+        req_per_sec,
+        spans_per_sec / 1e6,
+        cmd_per_sec / 1e6,
+        SENDER_SPANS_PER_SEC / 1e6,
+        spans_per_sec / SENDER_SPANS_PER_SEC
+    );
+}

@@ -394,8 +394,8 @@ pub trait FutureExt: Future + Sized {
     fn carried(self, carry: Option<Carry>, name: &str) -> Transaction<Self> {
         let mut t = Transaction::build(self, "Custom", name, false);
         match carry {
-            Some(c) => t.carry = Some(c),
-            None => t.name = None,
+            Some(c) => t.state.carry = Some(c),
+            None => t.state.name = None,
         }
         t
     }
@@ -412,16 +412,33 @@ pub trait FutureExt: Future + Sized {
 
 impl<F: Future> FutureExt for F {}
 
-/// A future recorded as a transaction (see [`FutureExt::web_transaction`]) or as a request
-/// scope (see [`request_scope`]).
-///
-/// At its first poll it joins the request current at that moment, if any (opening its span
-/// there, as the synchronous API does), and otherwise begins its own request, which is current
-/// only while the future is polled. Polling is panic-safe: a panic inside tags the request
-/// `error` and the request is still reported when the future is dropped.
-#[must_use = "futures do nothing unless polled"]
-pub struct Transaction<F> {
-    inner: Pin<Box<F>>,
+pin_project_lite::pin_project! {
+    /// A future recorded as a transaction (see [`FutureExt::web_transaction`]) or as a request
+    /// scope (see [`request_scope`]).
+    ///
+    /// At its first poll it joins the request current at that moment, if any (opening its span
+    /// there, as the synchronous API does), and otherwise begins its own request, which is current
+    /// only while the future is polled. Polling is panic-safe: a panic inside tags the request
+    /// `error` and the request is still reported when the future is dropped.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Transaction<F> {
+        #[pin]
+        inner: F,
+        state: TxState,
+    }
+    impl<F> PinnedDrop for Transaction<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before completion (cancelled, or unwinding from a panic): report what
+            // was recorded.
+            if let Some(cur) = this.project().state.slot.take() {
+                finish_abandoned(cur);
+            }
+        }
+    }
+}
+
+/// The state of a [`Transaction`] besides the wrapped future.
+struct TxState {
     kind: &'static str,
     name: Option<Box<str>>,
     real: bool,
@@ -434,7 +451,7 @@ pub struct Transaction<F> {
 impl<F> std::fmt::Debug for Transaction<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transaction")
-            .field("kind", &self.kind)
+            .field("kind", &self.state.kind)
             .finish_non_exhaustive()
     }
 }
@@ -446,17 +463,21 @@ impl<F: Future> Transaction<F> {
 
     fn build(inner: F, kind: &'static str, name: &str, real: bool) -> Self {
         Self {
-            inner: Box::pin(inner),
-            kind,
-            name: Some(name.into()),
-            real,
-            slot: None,
-            opened: Opened::Nothing,
-            joined: false,
-            carry: None,
+            inner,
+            state: TxState {
+                kind,
+                name: Some(name.into()),
+                real,
+                slot: None,
+                opened: Opened::Nothing,
+                joined: false,
+                carry: None,
+            },
         }
     }
+}
 
+impl TxState {
     fn first_poll(&mut self, name: &str) {
         if let Some(carry) = self.carry.take() {
             let cur = carry.start(name);
@@ -520,47 +541,39 @@ impl Drop for Installed<'_> {
 impl<F: Future> Future for Transaction<F> {
     type Output = F::Output;
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        let this = self.get_mut();
-        if let Some(name) = this.name.take() {
-            this.first_poll(&name);
+        let this = self.project();
+        let mut inner = this.inner;
+        let state = this.state;
+        if let Some(name) = state.name.take() {
+            state.first_poll(&name);
         }
-        if this.joined {
-            let out = this.inner.as_mut().poll(cx);
+        if state.joined {
+            let out = inner.as_mut().poll(cx);
             if out.is_ready() {
-                close(std::mem::replace(&mut this.opened, Opened::Nothing));
+                close(std::mem::replace(&mut state.opened, Opened::Nothing));
             }
             return out;
         }
-        if this.slot.is_none() {
-            return this.inner.as_mut().poll(cx);
+        if state.slot.is_none() {
+            return inner.poll(cx);
         }
         let out = {
-            let _installed = Installed::new(&mut this.slot);
-            let out = this.inner.as_mut().poll(cx);
+            let _installed = Installed::new(&mut state.slot);
+            let out = inner.as_mut().poll(cx);
             if out.is_ready() {
                 // Close while our request is current; when it finishes, `close` submits it and
                 // empties the thread-local slot.
-                close(std::mem::replace(&mut this.opened, Opened::Nothing));
+                close(std::mem::replace(&mut state.opened, Opened::Nothing));
             }
             out
         };
         if out.is_ready() {
             // Spans left open inside: finish and report what was recorded.
-            if let Some(cur) = this.slot.take() {
+            if let Some(cur) = state.slot.take() {
                 finish_abandoned(cur);
             }
         }
         out
-    }
-}
-
-impl<F> Drop for Transaction<F> {
-    fn drop(&mut self) {
-        // Dropped before completion (cancelled, or unwinding from a panic): report what was
-        // recorded.
-        if let Some(cur) = self.slot.take() {
-            finish_abandoned(cur);
-        }
     }
 }
 
@@ -658,51 +671,58 @@ impl Carry {
     }
 }
 
-/// A future recorded as a span (see [`FutureExt::instrument`]).
-#[must_use = "futures do nothing unless polled"]
-pub struct Instrumented<F> {
-    inner: Pin<Box<F>>,
-    kind: Box<str>,
-    name: Box<str>,
-    opened: Option<Opened>,
+pin_project_lite::pin_project! {
+    /// A future recorded as a span (see [`FutureExt::instrument`]).
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Instrumented<F> {
+        #[pin]
+        inner: F,
+        // `kind/name`, split at `split`.
+        op: Box<str>,
+        split: usize,
+        opened: Option<Opened>,
+    }
 }
 
 impl<F> std::fmt::Debug for Instrumented<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Instrumented")
-            .field("kind", &self.kind)
-            .field("name", &self.name)
-            .finish()
+        f.debug_struct("Instrumented").field("operation", &self.op).finish()
     }
 }
 
 impl<F: Future> Instrumented<F> {
     fn new(inner: F, kind: &str, name: &str) -> Self {
-        Self {
-            inner: Box::pin(inner),
-            kind: kind.into(),
-            name: name.into(),
-            opened: None,
-        }
+        let mut op = String::with_capacity(kind.len() + 1 + name.len());
+        op.push_str(kind);
+        op.push('/');
+        op.push_str(name);
+        Self { inner, op: op.into_boxed_str(), split: kind.len(), opened: None }
     }
 }
 
 impl<F: Future> Future for Instrumented<F> {
     type Output = F::Output;
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        let this = self.get_mut();
+        let this = self.project();
         if this.opened.is_none() {
-            this.opened = Some(open(&this.kind, &this.name, SpanFlags::NONE, false));
+            let (kind, name) = this.op.split_at(*this.split);
+            *this.opened = Some(open(kind, &name[1..], SpanFlags::NONE, false));
         }
-        let out = this.inner.as_mut().poll(cx);
+        let out = this.inner.poll(cx);
         if out.is_ready() {
             if let Some(o) = this.opened.take() {
                 close(o);
             }
-            this.opened = Some(Opened::Nothing);
+            *this.opened = Some(Opened::Nothing);
         }
         out
     }
+}
+
+/// The start time of the current request, if one is being recorded (for queue-time
+/// measurements relative to the request's start, spec §4.11).
+pub fn request_start() -> Option<Timestamp> {
+    with_current(|c| c.req.start_time())
 }
 
 /// Reads the wall clock as a [`Timestamp`].

@@ -52,7 +52,10 @@ fn serve(full: bool) -> SocketAddr {
                     .route("/users/{id}", web::get().to(show_user))
                     .route("/fail", web::get().to(fail))
                     .route("/panic", web::get().to(panics))
-                    .route("/metrics", web::get().to(|| async { HttpResponse::Ok().finish() }));
+                    .route(
+                        "/metrics",
+                        web::get().to(|| async { HttpResponse::Ok().finish() }),
+                    );
                 let outer = ScoutMiddleware::new().ignore(["/metrics"]);
                 app.wrap(actix_web::middleware::Condition::new(full, outer))
             })
@@ -83,7 +86,11 @@ fn actix_names_hierarchy_tags_errors_and_concurrency() {
         .await;
         assert_eq!((status, body.as_str()), (200, "user 7"));
         assert_eq!(http(addr, "GET", "/fail", &[]).await.0, 500);
-        assert_eq!(http(addr, "GET", "/panic", &[]).await.0, 0, "connection dropped");
+        assert_eq!(
+            http(addr, "GET", "/panic", &[]).await.0,
+            0,
+            "connection dropped"
+        );
         assert_eq!(http(addr, "GET", "/nope", &[]).await.0, 404);
         assert_eq!(http(addr, "GET", "/metrics", &[]).await.0, 200);
 
@@ -93,7 +100,10 @@ fn actix_names_hierarchy_tags_errors_and_concurrency() {
         assert_eq!(r.operation.as_deref(), Some("Controller/GET /users/{id}"));
         let mut t = tags(r);
         let q = t.remove("scout.queue_time_ns").unwrap().as_i64().unwrap();
-        assert!((50_000_000..5_000_000_000).contains(&q), "microseconds form: {q}");
+        assert!(
+            (50_000_000..5_000_000_000).contains(&q),
+            "microseconds form: {q}"
+        );
         assert_eq!(
             serde_json::Value::Object(t),
             json!({"path": "/users/7?a=1&api_key=%5BFILTERED%5D&b=2", "user_ip": "127.0.0.1"})
@@ -101,7 +111,13 @@ fn actix_names_hierarchy_tags_errors_and_concurrency() {
         let ops: Vec<&str> = r.spans.iter().map(|s| s.operation.as_str()).collect();
         assert_eq!(
             ops,
-            ["Middleware", "Custom/Auth", "Controller/GET /users/{id}", "Custom/Load user", "SQL/Query"]
+            [
+                "Middleware",
+                "Custom/Auth",
+                "Controller/GET /users/{id}",
+                "Custom/Load user",
+                "SQL/Query"
+            ]
         );
         assert_parent(r, "Custom/Auth", Some("Middleware"));
         assert_parent(r, "Controller/GET /users/{id}", Some("Middleware"));
@@ -118,7 +134,13 @@ fn actix_names_hierarchy_tags_errors_and_concurrency() {
         let mut tasks = Vec::new();
         for i in 0..200u64 {
             tasks.push(tokio::spawn(async move {
-                http(addr, "GET", &format!("/users/{i}"), &[("X-Forwarded-For", &format!("10.0.0.{}", i % 250))]).await
+                http(
+                    addr,
+                    "GET",
+                    &format!("/users/{i}"),
+                    &[("X-Forwarded-For", &format!("10.0.0.{}", i % 250))],
+                )
+                .await
             }));
         }
         for (i, t) in tasks.into_iter().enumerate() {
@@ -155,7 +177,14 @@ fn actix_controller_alone() {
         );
         // The user's middleware runs outside the controller, with no request yet.
         let ops: Vec<&str> = r.spans.iter().map(|s| s.operation.as_str()).collect();
-        assert_eq!(ops, ["Controller/GET /users/{id}", "Custom/Load user", "SQL/Query"]);
+        assert_eq!(
+            ops,
+            [
+                "Controller/GET /users/{id}",
+                "Custom/Load user",
+                "SQL/Query"
+            ]
+        );
         scout_std::shutdown();
         agent.shutdown().await;
     });

@@ -101,13 +101,21 @@ fn axum_names_hierarchy_tags_errors_and_concurrency() {
         .await;
         assert_eq!((status, body.as_str()), (200, "user 7"));
         assert_eq!(http(addr, "GET", "/fail", &[]).await.0, 503);
-        assert_eq!(http(addr, "GET", "/panic", &[]).await.0, 0, "connection dropped");
+        assert_eq!(
+            http(addr, "GET", "/panic", &[]).await.0,
+            0,
+            "connection dropped"
+        );
         assert_eq!(http(addr, "GET", "/nope", &[]).await.0, 404);
         assert_eq!(http(addr, "GET", "/health", &[]).await.0, 200);
         assert_eq!(http(addr, "GET", "/metrics", &[]).await.0, 200);
 
         let reqs = collect(&agent, 3).await;
-        assert_eq!(reqs.len(), 3, "404, ignored and skipped paths not reported: {reqs:#?}");
+        assert_eq!(
+            reqs.len(),
+            3,
+            "404, ignored and skipped paths not reported: {reqs:#?}"
+        );
 
         let r = by_path(&reqs, "/users/7?password=%5BFILTERED%5D&q=a&q=b");
         assert_eq!(r.operation.as_deref(), Some("Controller/GET /users/{id}"));
@@ -121,7 +129,13 @@ fn axum_names_hierarchy_tags_errors_and_concurrency() {
         let ops: Vec<&str> = r.spans.iter().map(|s| s.operation.as_str()).collect();
         assert_eq!(
             ops,
-            ["Middleware", "Custom/Auth", "Controller/GET /users/{id}", "Custom/Load user", "SQL/Query"]
+            [
+                "Middleware",
+                "Custom/Auth",
+                "Controller/GET /users/{id}",
+                "Custom/Load user",
+                "SQL/Query"
+            ]
         );
         assert_parent(r, "Middleware", None);
         assert_parent(r, "Custom/Auth", Some("Middleware"));
@@ -168,7 +182,10 @@ fn axum_names_hierarchy_tags_errors_and_concurrency() {
             assert_eq!(span(r, "Custom/Load user").tags["id"], i);
             assert_parent(r, "SQL/Query", Some("Controller/GET /users/{id}"));
             assert_eq!(r.tags["user_ip"], "127.0.0.1");
-            assert!(r.tags["scout.queue_time_ns"].as_i64().unwrap() > 0, "seconds form");
+            assert!(
+                r.tags["scout.queue_time_ns"].as_i64().unwrap() > 0,
+                "seconds form"
+            );
             assert!(r.warnings.is_empty(), "{r:#?}");
         }
         scout_std::shutdown();
@@ -181,11 +198,14 @@ fn controller_layer_alone_starts_the_request() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let (agent, _guard) = start(&[("collect_remote_ip", "false"), ("uri_reporting", "path")]).await;
+        let (agent, _guard) =
+            start(&[("collect_remote_ip", "false"), ("uri_reporting", "path")]).await;
         let app = Router::new()
             .nest(
                 "/api",
-                Router::new().route("/users/{id}", get(show_user)).route("/fail", get(fail)),
+                Router::new()
+                    .route("/users/{id}", get(show_user))
+                    .route("/fail", get(fail)),
             )
             .route_layer(ControllerLayer::new());
         let addr = serve(app).await;
@@ -193,7 +213,10 @@ fn controller_layer_alone_starts_the_request() {
             addr,
             "GET",
             "/api/users/3?token=x",
-            &[("Client-IP", "198.51.100.1"), ("X-Request-Start", "not a time")],
+            &[
+                ("Client-IP", "198.51.100.1"),
+                ("X-Request-Start", "not a time"),
+            ],
         )
         .await;
         assert_eq!(status, 200);
@@ -202,10 +225,23 @@ fn controller_layer_alone_starts_the_request() {
         let reqs = collect(&agent, 2).await;
         assert_eq!(reqs.len(), 2, "{reqs:#?}");
         let r = by_path(&reqs, "/api/users/3");
-        assert_eq!(r.operation.as_deref(), Some("Controller/GET /api/users/{id}"));
-        assert_eq!(serde_json::Value::Object(tags(r)), json!({"path": "/api/users/3"}));
+        assert_eq!(
+            r.operation.as_deref(),
+            Some("Controller/GET /api/users/{id}")
+        );
+        assert_eq!(
+            serde_json::Value::Object(tags(r)),
+            json!({"path": "/api/users/3"})
+        );
         let ops: Vec<&str> = r.spans.iter().map(|s| s.operation.as_str()).collect();
-        assert_eq!(ops, ["Controller/GET /api/users/{id}", "Custom/Load user", "SQL/Query"]);
+        assert_eq!(
+            ops,
+            [
+                "Controller/GET /api/users/{id}",
+                "Custom/Load user",
+                "SQL/Query"
+            ]
+        );
         assert_parent(r, "Controller/GET /api/users/{id}", None);
         let f = by_path(&reqs, "/api/fail");
         assert_eq!(f.tags["error"], "true");
@@ -220,7 +256,10 @@ fn not_installed_is_a_pass_through() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let addr = serve(app()).await;
-        assert_eq!(http(addr, "GET", "/users/1", &[]).await, (200, "user 1".to_owned()));
+        assert_eq!(
+            http(addr, "GET", "/users/1", &[]).await,
+            (200, "user 1".to_owned())
+        );
         assert_eq!(http(addr, "GET", "/fail", &[]).await.0, 503);
         assert_eq!(http(addr, "GET", "/panic", &[]).await.0, 0);
         assert!(!scout_std::in_request());

@@ -52,7 +52,10 @@ fn jobs_on_tasks_and_threads() {
         let panicked = Job::new("Panicking")
             .spawn(async {
                 tokio::task::yield_now().await;
-                panic!("job panicked on purpose");
+                if std::hint::black_box(true) {
+                    panic!("job panicked on purpose");
+                }
+                Ok::<(), ()>(())
             })
             .await;
         assert!(panicked.unwrap_err().is_panic(), "the panic propagates");
@@ -88,7 +91,11 @@ fn jobs_on_tasks_and_threads() {
 
         let r = by_op(&reqs, "Job/SendInvoice");
         let mut t = tags(r);
-        let q = t.remove("scout.job_queue_time_ns").unwrap().as_i64().unwrap();
+        let q = t
+            .remove("scout.job_queue_time_ns")
+            .unwrap()
+            .as_i64()
+            .unwrap();
         assert!((30_000_000..5_000_000_000).contains(&q), "{q}");
         assert_eq!(
             serde_json::Value::Object(t),
@@ -97,9 +104,18 @@ fn jobs_on_tasks_and_threads() {
         assert_parent(r, "Job/SendInvoice", None);
         assert_parent(r, "HTTP/POST", Some("Job/SendInvoice"));
 
-        assert_eq!(serde_json::Value::Object(tags(by_op(&reqs, "Job/Failing"))), json!({"error": "true"}));
-        assert_eq!(serde_json::Value::Object(tags(by_op(&reqs, "Job/Panicking"))), json!({"error": "true"}));
-        assert_eq!(serde_json::Value::Object(tags(by_op(&reqs, "Job/ThreadPanics"))), json!({"error": "true"}));
+        assert_eq!(
+            serde_json::Value::Object(tags(by_op(&reqs, "Job/Failing"))),
+            json!({"error": "true"})
+        );
+        assert_eq!(
+            serde_json::Value::Object(tags(by_op(&reqs, "Job/Panicking"))),
+            json!({"error": "true"})
+        );
+        assert_eq!(
+            serde_json::Value::Object(tags(by_op(&reqs, "Job/ThreadPanics"))),
+            json!({"error": "true"})
+        );
 
         let b = by_op(&reqs, "Job/Blocking");
         assert!(b.tags["scout.job_queue_time_ns"].as_i64().unwrap() >= 20_000_000);
@@ -107,7 +123,10 @@ fn jobs_on_tasks_and_threads() {
         let th = by_op(&reqs, "Job/OnThread");
         assert_eq!(serde_json::Value::Object(tags(th)), json!({}));
         assert_parent(th, "Custom/Work", Some("Job/OnThread"));
-        assert_eq!(serde_json::Value::Object(tags(by_op(&reqs, "Job/FromTheFuture"))), json!({}));
+        assert_eq!(
+            serde_json::Value::Object(tags(by_op(&reqs, "Job/FromTheFuture"))),
+            json!({})
+        );
 
         scout_std::shutdown();
         agent.shutdown().await;
@@ -119,6 +138,9 @@ fn jobs_without_agent_just_run() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     assert_eq!(Job::new("X").run_blocking(|| Ok::<_, ()>(1)), Ok(1));
     let rt = tokio::runtime::Runtime::new().unwrap();
-    assert_eq!(rt.block_on(Job::new("Y").run(async { Err::<(), _>(2) })), Err(2));
+    assert_eq!(
+        rt.block_on(Job::new("Y").run(async { Err::<(), _>(2) })),
+        Err(2)
+    );
     assert!(!scout_std::in_request());
 }

@@ -60,10 +60,19 @@ fn rust_app() {
 
 /// A request as a set of `(operation, parent operation, tags)` lines plus its request tags.
 fn shape(r: &FinishedRequest) -> (String, BTreeSet<String>) {
-    let python_only = ["allocations", "start_allocations", "stop_allocations", "mem_delta", "stack"];
+    let python_only = [
+        "allocations",
+        "start_allocations",
+        "stop_allocations",
+        "mem_delta",
+        "stack",
+    ];
     let clean = |tags: &serde_json::Map<String, Value>| -> Vec<String> {
-        let mut v: Vec<String> =
-            tags.iter().filter(|(k, _)| !python_only.contains(&k.as_str())).map(|(k, v)| format!("{k}={v}")).collect();
+        let mut v: Vec<String> = tags
+            .iter()
+            .filter(|(k, _)| !python_only.contains(&k.as_str()))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         v.sort();
         v
     };
@@ -71,33 +80,74 @@ fn shape(r: &FinishedRequest) -> (String, BTreeSet<String>) {
         .spans
         .iter()
         .map(|s| {
-            let parent = s.parent_id.as_deref().and_then(|p| r.span(p)).map_or("-", |p| p.operation.as_str());
+            let parent = s
+                .parent_id
+                .as_deref()
+                .and_then(|p| r.span(p))
+                .map_or("-", |p| p.operation.as_str());
             format!("{} < {} {:?}", s.operation, parent, clean(&s.tags))
         })
         .collect();
-    (format!("{} {:?}", r.operation.clone().unwrap_or_default(), clean(&r.tags)), spans)
+    (
+        format!(
+            "{} {:?}",
+            r.operation.clone().unwrap_or_default(),
+            clean(&r.tags)
+        ),
+        spans,
+    )
 }
 
 #[test]
 fn python_and_rust_agents_report_the_same_requests() {
-    let ok = Command::new(python()).args(["-c", "import scout_apm"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new(python())
+        .args(["-c", "import scout_apm"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
-        assert!(std::env::var_os("CI").is_none(), "CI is set but the Python agent is not installed (pip install scout-apm==4.0.0)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but the Python agent is not installed (pip install scout-apm==4.0.0)"
+        );
         println!("SKIPPED: pip install scout-apm==4.0.0 to run this test");
         return;
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("core-agent.sock");
-    let agent = rt.block_on(LocalAgent::start(LocalAgentConfig::new(Address::Unix(sock.clone())))).unwrap();
+    let agent = rt
+        .block_on(LocalAgent::start(LocalAgentConfig::new(Address::Unix(
+            sock.clone(),
+        ))))
+        .unwrap();
 
-    let out = Command::new(python()).args(["-c", PYTHON_APP, sock.to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python())
+        .args(["-c", PYTHON_APP, sock.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(rt.block_on(agent.wait_for_requests(2, Duration::from_secs(15))));
 
-    let mut c = Config::new().name("Rust peer").key("RSKEY").monitor(true).core_agent_launch(false).core_agent_download(false);
-    c.set("core_agent_socket_path", sock.to_str().unwrap()).unwrap();
-    let guard = scout_std::install_with(c, scout_std::InstallOptions { ignore_environment: true, ..Default::default() });
+    let mut c = Config::new()
+        .name("Rust peer")
+        .key("RSKEY")
+        .monitor(true)
+        .core_agent_launch(false)
+        .core_agent_download(false);
+    c.set("core_agent_socket_path", sock.to_str().unwrap())
+        .unwrap();
+    let guard = scout_std::install_with(
+        c,
+        scout_std::InstallOptions {
+            ignore_environment: true,
+            ..Default::default()
+        },
+    );
     rust_app();
     assert!(scout_std::flush(Duration::from_secs(10)));
     drop(guard);
@@ -120,6 +170,9 @@ fn python_and_rust_agents_report_the_same_requests() {
         .filter_map(|m| m.message.get("Register"))
         .map(|r| r["language"].as_str().unwrap_or("").to_owned())
         .collect();
-    assert_eq!(langs, BTreeSet::from(["python".to_owned(), "rust".to_owned()]));
+    assert_eq!(
+        langs,
+        BTreeSet::from(["python".to_owned(), "rust".to_owned()])
+    );
     rt.block_on(agent.shutdown());
 }

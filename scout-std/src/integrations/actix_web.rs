@@ -42,6 +42,7 @@ use scout_core::config::UriReporting;
 use std::fmt;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -137,7 +138,7 @@ where
 
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(ScoutMiddlewareService {
-            service,
+            service: Rc::new(service),
             overrides: self.overrides.clone(),
         }))
     }
@@ -164,7 +165,7 @@ where
 /// The service made by [`ScoutMiddleware`].
 #[derive(Debug)]
 pub struct ScoutMiddlewareService<S> {
-    service: S,
+    service: Rc<S>,
     overrides: Arc<Overrides>,
 }
 
@@ -181,24 +182,102 @@ where
 {
     type Response = ServiceResponse<B>;
     type Error = actix_web::Error;
-    type Future = ActixFuture<S::Future>;
+    type Future = MiddlewareFuture<S>;
 
     actix_web::dev::forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         if self.overrides.skips(req.path()) {
             req.extensions_mut().insert(Marker::Skip);
-            return ActixFuture::bypass(self.service.call(req));
+            return MiddlewareFuture {
+                kind: MwKind::Bypass {
+                    fut: self.service.call(req),
+                },
+            };
         }
         let Some(tags) = tags(&self.overrides, &req) else {
-            return ActixFuture::bypass(self.service.call(req));
+            return MiddlewareFuture {
+                kind: MwKind::Bypass {
+                    fut: self.service.call(req),
+                },
+            };
         };
         req.extensions_mut().insert(Marker::TagsSet);
-        let fut = Tagged::new(self.service.call(req), Some(tags), failed::<B>);
-        ActixFuture {
-            kind: Kind::Recorded {
+        // The inner services are called at the first poll, inside the request, so that work
+        // the application's middleware does in `call` itself is recorded as `Middleware`.
+        let deferred = Deferred::Init {
+            call: Some((self.service.clone(), req)),
+        };
+        let fut = Tagged::new(deferred, tags, failed::<B>);
+        MiddlewareFuture {
+            kind: MwKind::Recorded {
                 fut: request_scope(fut, "Middleware"),
             },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Calls the service at the first poll.
+    #[project = DeferredProj]
+    enum Deferred<S: Service<ServiceRequest>> {
+        Init { call: Option<(Rc<S>, ServiceRequest)> },
+        Running { #[pin] fut: S::Future },
+    }
+}
+
+impl<S: Service<ServiceRequest>> Future for Deferred<S> {
+    type Output = Result<S::Response, S::Error>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                DeferredProj::Init { call } => {
+                    let Some((svc, req)) = call.take() else {
+                        return Poll::Pending;
+                    };
+                    let fut = svc.call(req);
+                    self.set(Self::Running { fut });
+                }
+                DeferredProj::Running { fut } => return fut.poll(cx),
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = MwKindProj]
+    enum MwKind<S: Service<ServiceRequest>> {
+        Bypass { #[pin] fut: S::Future },
+        Recorded { #[pin] fut: Transaction<Tagged<Deferred<S>, RequestTags>> },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`ScoutMiddlewareService`].
+    pub struct MiddlewareFuture<S: Service<ServiceRequest>> {
+        #[pin]
+        kind: MwKind<S>,
+    }
+}
+
+impl<S: Service<ServiceRequest>> fmt::Debug for MiddlewareFuture<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let recorded = matches!(self.kind, MwKind::Recorded { .. });
+        f.debug_struct("MiddlewareFuture")
+            .field("recorded", &recorded)
+            .finish()
+    }
+}
+
+impl<S, B> Future for MiddlewareFuture<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    type Output = Result<ServiceResponse<B>, actix_web::Error>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            MwKindProj::Bypass { fut } => fut.poll(cx),
+            MwKindProj::Recorded { fut } => fut.poll(cx),
         }
     }
 }
@@ -246,12 +325,12 @@ pin_project_lite::pin_project! {
     #[project = KindProj]
     enum Kind<F: Future> {
         Bypass { #[pin] fut: F },
-        Recorded { fut: Recorded<F> },
+        Recorded { #[pin] fut: Recorded<F> },
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The response future of the actix-web middleware services.
+    /// The response future of [`ScoutControllerService`].
     pub struct ActixFuture<F: Future> {
         #[pin]
         kind: Kind<F>,
@@ -283,7 +362,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         match self.project().kind.project() {
             KindProj::Bypass { fut } => fut.poll(cx),
-            KindProj::Recorded { fut } => Pin::new(fut).poll(cx),
+            KindProj::Recorded { fut } => fut.poll(cx),
         }
     }
 }

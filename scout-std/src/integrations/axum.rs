@@ -30,6 +30,6 @@
 //! ```
 
 pub use super::tower::{
-    ControllerLayer, ControllerService, PeerAddr, ResponseFuture, RouteInfo, ScoutLayer,
-    ScoutService,
+    ControllerLayer, ControllerService, PeerAddr, ResponseFuture, RouteInfo, ScoutFuture,
+    ScoutLayer, ScoutService,
 };

@@ -236,11 +236,14 @@ impl Drop for TagOnPanic {
     }
 }
 
-/// The future of [`Job::run`].
-#[must_use = "futures do nothing unless polled"]
-#[derive(Debug)]
-pub struct JobFuture<F: Future> {
-    inner: Transaction<Tagged<F, JobTags>>,
+pin_project_lite::pin_project! {
+    /// The future of [`Job::run`].
+    #[must_use = "futures do nothing unless polled"]
+    #[derive(Debug)]
+    pub struct JobFuture<F: Future> {
+        #[pin]
+        inner: Transaction<Tagged<F, JobTags>>,
+    }
 }
 
 impl<F> Future for JobFuture<F>
@@ -250,6 +253,6 @@ where
 {
     type Output = F::Output;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        Pin::new(&mut self.get_mut().inner).poll(cx)
+        self.project().inner.poll(cx)
     }
 }

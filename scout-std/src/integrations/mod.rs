@@ -43,9 +43,10 @@ impl Apply for () {
     fn apply(self) {}
 }
 
+#[cfg(any(feature = "tower", feature = "actix-web"))]
 impl Apply for web::RequestTags {
     fn apply(self) {
-        web::RequestTags::apply(&self);
+        self.tag_current();
     }
 }
 

@@ -210,11 +210,11 @@ fn http_failed<B, E>(r: &Result<Response<B>, E>) -> bool {
 
 impl<S, B, RB> Service<Request<B>> for ScoutService<S>
 where
-    S: Service<Request<B>, Response = Response<RB>>,
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
 {
     type Response = Response<RB>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ScoutFuture<S, Request<B>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -223,21 +223,101 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if self.settings.overrides.skips(req.uri().path()) {
             req.extensions_mut().insert(Marker::Skip);
-            return ResponseFuture::bypass(self.inner.call(req));
+            return ScoutFuture::bypass(self.inner.call(req));
         }
         let Some(tags) = self.settings.tags(&req) else {
-            return ResponseFuture::bypass(self.inner.call(req));
+            return ScoutFuture::bypass(self.inner.call(req));
         };
         req.extensions_mut().insert(Marker::TagsSet);
+        // The inner services are called at the first poll, inside the request, so that work
+        // they do in `call` itself is recorded too. The ready service goes with the request
+        // (the usual tower pattern); a clone stays here for the next `poll_ready`.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
         let fut = Tagged::new(
-            self.inner.call(req),
-            Some(tags),
+            Deferred::Init {
+                call: Some((ready, req)),
+            },
+            tags,
             http_failed::<RB, S::Error>,
         );
-        ResponseFuture {
-            kind: Kind::Recorded {
+        ScoutFuture {
+            kind: ScoutKind::Recorded {
                 fut: request_scope(fut, "Middleware"),
             },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Calls the service at the first poll.
+    #[project = DeferredProj]
+    enum Deferred<S: Service<Req>, Req> {
+        Init { call: Option<(S, Req)> },
+        Running { #[pin] fut: S::Future },
+    }
+}
+
+impl<S: Service<Req>, Req> Future for Deferred<S, Req> {
+    type Output = Result<S::Response, S::Error>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                DeferredProj::Init { call } => {
+                    let Some((mut svc, req)) = call.take() else {
+                        return Poll::Pending;
+                    };
+                    let fut = svc.call(req);
+                    self.set(Self::Running { fut });
+                }
+                DeferredProj::Running { fut } => return fut.poll(cx),
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = ScoutKindProj]
+    enum ScoutKind<S: Service<Req>, Req> {
+        Bypass { #[pin] fut: S::Future },
+        Recorded { #[pin] fut: Transaction<Tagged<Deferred<S, Req>, RequestTags>> },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`ScoutService`].
+    pub struct ScoutFuture<S: Service<Req>, Req> {
+        #[pin]
+        kind: ScoutKind<S, Req>,
+    }
+}
+
+impl<S: Service<Req>, Req> ScoutFuture<S, Req> {
+    fn bypass(fut: S::Future) -> Self {
+        Self {
+            kind: ScoutKind::Bypass { fut },
+        }
+    }
+}
+
+impl<S: Service<Req>, Req> fmt::Debug for ScoutFuture<S, Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let recorded = matches!(self.kind, ScoutKind::Recorded { .. });
+        f.debug_struct("ScoutFuture")
+            .field("recorded", &recorded)
+            .finish()
+    }
+}
+
+impl<S, Req, RB> Future for ScoutFuture<S, Req>
+where
+    S: Service<Req, Response = Response<RB>>,
+{
+    type Output = Result<Response<RB>, S::Error>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            ScoutKindProj::Bypass { fut } => fut.poll(cx),
+            ScoutKindProj::Recorded { fut } => fut.poll(cx),
         }
     }
 }
@@ -408,12 +488,12 @@ pin_project_lite::pin_project! {
     #[project = KindProj]
     enum Kind<F: Future> {
         Bypass { #[pin] fut: F },
-        Recorded { fut: Recorded<F> },
+        Recorded { #[pin] fut: Recorded<F> },
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The response future of [`ScoutService`] and [`ControllerService`].
+    /// The response future of [`ControllerService`].
     pub struct ResponseFuture<F: Future> {
         #[pin]
         kind: Kind<F>,
@@ -445,7 +525,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         match self.project().kind.project() {
             KindProj::Bypass { fut } => fut.poll(cx),
-            KindProj::Recorded { fut } => Pin::new(fut).poll(cx),
+            KindProj::Recorded { fut } => fut.poll(cx),
         }
     }
 }

@@ -5,11 +5,16 @@
 //!                         [--log-level L] [--log-file F] [--config-file F] [--ca-cert F]
 //!                         [--allow-remote] [--refresh SECS] [--export FILE]
 //! scout-local-agent probe    [--socket PATH | --tcp HOST:PORT]
+//! scout-local-agent summary  [--socket PATH | --tcp HOST:PORT]
 //! scout-local-agent shutdown [--socket PATH | --tcp HOST:PORT]
 //! ```
 //!
 //! Exit status: 0 success, 1 runtime failure, 2 usage error, 3 an agent is already running at the
-//! address (`start`), 1 when no agent answers (`probe`, `shutdown`).
+//! address (`start`), 1 when no agent answers (`probe`, `summary`, `shutdown`).
+//!
+//! `--config-file F` is read as JSON: `{"export": "requests.jsonl"}` (a relative path is relative
+//! to the file's directory; `--export` wins). A file that is not such JSON (for example the TOML
+//! meant for Scout's core agent) is logged and ignored.
 
 use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
@@ -37,6 +42,7 @@ scout-local-agent: a local Scout core agent that shows your traces in the termin
 USAGE:
   scout-local-agent start [OPTIONS]     run the agent (default: foreground, tcp://127.0.0.1:6590)
   scout-local-agent probe [ADDRESS]     print the version of the agent at ADDRESS (CoreAgentVersion)
+  scout-local-agent summary [ADDRESS]   print the endpoint table and slowest trace of the agent at ADDRESS
   scout-local-agent shutdown [ADDRESS]  ask the agent at ADDRESS to exit (CoreAgentShutdown)
 
 ADDRESS:
@@ -47,7 +53,7 @@ START OPTIONS:
   --daemonize true|false detach and exit once the agent answers (default false)
   --log-level LEVEL      trace|debug|info|warn|error (default info)
   --log-file FILE        append the log to FILE instead of stderr
-  --config-file FILE     accepted for compatibility, not read
+  --config-file FILE     JSON settings, e.g. {\"export\": \"requests.jsonl\"}; other content is ignored
   --ca-cert FILE         accepted for compatibility, ignored
   --allow-remote         allow a non-loopback --tcp address
   --refresh SECS         print the summary every SECS seconds when something changed (default 10, 0 = off)
@@ -68,7 +74,7 @@ pub struct StartArgs {
     pub log_level: log::LevelFilter,
     /// `--log-file`.
     pub log_file: Option<PathBuf>,
-    /// `--config-file` (not read).
+    /// `--config-file` (JSON, see [`read_config_file`]).
     pub config_file: Option<PathBuf>,
     /// `--allow-remote`.
     pub allow_remote: bool,
@@ -87,6 +93,8 @@ pub enum CliCommand {
     Start(StartArgs),
     /// `probe`.
     Probe(Address),
+    /// `summary`.
+    Summary(Address),
     /// `shutdown`.
     Shutdown(Address),
     /// `--help`.
@@ -109,7 +117,7 @@ pub fn parse_args(args: &[String]) -> Result<CliCommand, String> {
     let sub = match it.next() {
         None | Some("-h" | "--help" | "help") => return Ok(CliCommand::Help),
         Some("-V" | "--version" | "version") => return Ok(CliCommand::Version),
-        Some(s @ ("start" | "probe" | "shutdown")) => s,
+        Some(s @ ("start" | "probe" | "summary" | "shutdown")) => s,
         Some(other) => return Err(format!("unknown subcommand {other:?}")),
     };
     let mut a = StartArgs {
@@ -182,6 +190,7 @@ pub fn parse_args(args: &[String]) -> Result<CliCommand, String> {
     }
     Ok(match sub {
         "probe" => CliCommand::Probe(a.address),
+        "summary" => CliCommand::Summary(a.address),
         "shutdown" => CliCommand::Shutdown(a.address),
         _ => CliCommand::Start(a),
     })
@@ -215,6 +224,16 @@ pub fn run(args: Vec<String>) -> i32 {
                 1
             }
         },
+        CliCommand::Summary(addr) => match client::summary(&addr, PROBE_TIMEOUT) {
+            Ok(s) => {
+                print!("{}", s.text);
+                0
+            }
+            Err(e) => {
+                eprintln!("scout-local-agent: no local agent summary from {addr}: {e}");
+                1
+            }
+        },
         CliCommand::Shutdown(addr) => match client::request_shutdown(&addr, PROBE_TIMEOUT) {
             Ok(()) => {
                 println!("Shutdown requested from the agent at {addr}");
@@ -229,16 +248,53 @@ pub fn run(args: Vec<String>) -> i32 {
     }
 }
 
-fn start(a: StartArgs, raw_args: &[String]) -> i32 {
+/// Settings read from `--config-file`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileSettings {
+    /// `export`: the export file (relative paths are resolved against the file's directory).
+    pub export: Option<PathBuf>,
+}
+
+/// Reads `--config-file`: a JSON object with an optional string `export`. Unknown keys are
+/// logged and ignored; anything else (unreadable, not JSON, not an object) is an error that the
+/// caller logs without failing, since the file may be meant for Scout's core agent.
+pub fn read_config_file(path: &std::path::Path) -> Result<FileSettings, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = value.as_object().ok_or("not a JSON object")?;
+    let mut out = FileSettings::default();
+    for (key, v) in obj {
+        match (key.as_str(), v) {
+            ("export", serde_json::Value::String(p)) if !p.is_empty() => {
+                let p = PathBuf::from(p);
+                out.export = Some(match path.parent() {
+                    Some(dir) if p.is_relative() => dir.join(p),
+                    _ => p,
+                });
+            }
+            ("export", _) => return Err("\"export\" must be a non-empty string".into()),
+            (other, _) => log::warn!("{}: unknown key {other:?} ignored", path.display()),
+        }
+    }
+    Ok(out)
+}
+
+fn start(mut a: StartArgs, raw_args: &[String]) -> i32 {
     if let Err(e) = logger::install(a.log_level, a.log_file.as_deref()) {
         eprintln!("scout-local-agent: cannot open log: {e}");
         return 1;
     }
     if let Some(f) = &a.config_file {
-        log::info!(
-            "--config-file {} accepted for compatibility and not read",
-            f.display()
-        );
+        match read_config_file(f) {
+            Ok(settings) => {
+                log::info!("read settings from {}", f.display());
+                if a.export.is_none() {
+                    a.export = settings.export;
+                }
+            }
+            Err(e) => log::warn!("--config-file {}: {e}; ignored", f.display()),
+        }
     }
     if a.daemonize {
         return daemonize(&a, raw_args);
@@ -425,5 +481,28 @@ mod tests {
         assert!(parse("start --bogus").is_err());
         assert!(parse("frobnicate").is_err());
         assert_eq!(parse("").unwrap(), CliCommand::Help);
+        assert_eq!(
+            parse("summary --socket /s").unwrap(),
+            CliCommand::Summary(Address::Unix("/s".into()))
+        );
+    }
+
+    #[test]
+    fn config_file() {
+        let dir = std::env::temp_dir().join(format!("sla-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.json");
+        std::fs::write(&f, r#"{"export": "out.jsonl", "other": 1}"#).unwrap();
+        assert_eq!(read_config_file(&f).unwrap().export, Some(dir.join("out.jsonl")));
+        std::fs::write(&f, r#"{"export": "/abs/out.jsonl"}"#).unwrap();
+        assert_eq!(
+            read_config_file(&f).unwrap().export,
+            Some(PathBuf::from("/abs/out.jsonl"))
+        );
+        std::fs::write(&f, "[debug]\ningest_url = \"x\"\n").unwrap();
+        assert!(read_config_file(&f).is_err());
+        std::fs::write(&f, r#"{"export": 5}"#).unwrap();
+        assert!(read_config_file(&f).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

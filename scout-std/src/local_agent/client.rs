@@ -1,4 +1,5 @@
-//! A tiny blocking client for `probe` and `shutdown` (works against the real core agent too).
+//! A tiny blocking client for `probe`, `shutdown` (both work against the real core agent too)
+//! and the local agent's `LocalAgentSummary` extension.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -9,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::address::Address;
 
-/// Largest reply accepted by this client.
-const MAX_REPLY: usize = 1024 * 1024;
+/// Largest reply accepted by this client (summaries of many endpoints can be large).
+const MAX_REPLY: usize = 16 * 1024 * 1024;
 
 trait Conn: Read + Write {}
 impl<T: Read + Write> Conn for T {}
@@ -85,4 +86,60 @@ pub fn request_shutdown(address: &Address, timeout: Duration) -> io::Result<()> 
         return Err(io::Error::other(format!("agent replied {reply}")));
     }
     Ok(())
+}
+
+/// What a local agent answered to `{"LocalAgentSummary": {}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSummary {
+    /// The summary text (endpoint table and slowest trace), as the agent prints it.
+    pub text: String,
+    /// Requests finished so far.
+    pub requests: u64,
+    /// Primitive commands applied so far.
+    pub commands: u64,
+    /// Frames rejected so far.
+    pub bad_frames: u64,
+    /// Requests started and not finished.
+    pub pending: u64,
+    /// Process id of the agent.
+    pub pid: Option<u32>,
+    /// The agent's version.
+    pub version: String,
+}
+
+/// Asks the local agent at `address` for its summary (`LocalAgentSummary`, an extension of the
+/// protocol that Scout's core agent does not know: it replies `Failure` or closes).
+pub fn summary(address: &Address, timeout: Duration) -> io::Result<RemoteSummary> {
+    let reply = roundtrip(address, &json!({"LocalAgentSummary": {}}), timeout)?;
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected reply to LocalAgentSummary: {reply}"),
+        )
+    };
+    let inner = reply.get("LocalAgentSummary").ok_or_else(bad)?;
+    if inner.get("result").and_then(Value::as_str) != Some("Success") {
+        return Err(bad());
+    }
+    let num = |k: &str| inner.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Ok(RemoteSummary {
+        text: inner
+            .get("summary")
+            .and_then(Value::as_str)
+            .ok_or_else(bad)?
+            .to_owned(),
+        requests: num("requests"),
+        commands: num("commands"),
+        bad_frames: num("bad_frames"),
+        pending: num("pending"),
+        pid: inner
+            .get("pid")
+            .and_then(Value::as_u64)
+            .and_then(|p| u32::try_from(p).ok()),
+        version: inner
+            .get("version")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_owned(),
+    })
 }

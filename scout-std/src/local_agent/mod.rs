@@ -72,6 +72,8 @@ mod aggregate;
 pub mod cli;
 pub mod client;
 mod config;
+#[cfg(feature = "download")]
+mod install;
 mod logger;
 mod model;
 mod protocol;
@@ -83,7 +85,13 @@ mod timestamp;
 
 pub use address::{Address, AddressError};
 pub use aggregate::{EndpointSummary, Histogram, KindTime, OVERFLOW_ENDPOINT};
+pub use client::RemoteSummary;
 pub use config::{Limits, LocalAgentConfig};
+#[cfg(feature = "download")]
+pub use install::{
+    CORE_AGENT_BINARY, LOCAL_AGENT_BIN_ENV, SANDBOX_FULL_NAME, Sandbox, find_local_agent_binary,
+    install_as_core_agent, shutdown_and_wait,
+};
 pub use model::{AppEvent, Counters, FinishedRequest, FinishedSpan, ReceivedMessage};
 pub use server::{LocalAgent, LocalAgentHandle, StartError};
 pub use state::Ingest;

@@ -490,6 +490,10 @@ fn insert_tag(
         return 0;
     }
     let n = tag.len() + size.min(max_value) + OVERHEAD;
+    if tags.is_empty() {
+        // Most spans carry a few tags: size the map once instead of growing it twice.
+        *tags = Map::with_capacity(4);
+    }
     tags.insert(tag.into_owned(), value);
     n
 }

@@ -54,7 +54,9 @@ pub async fn start(settings: &[(&str, &str)]) -> (LocalAgentHandle, scout_std::A
 pub async fn collect(agent: &LocalAgentHandle, n: usize) -> Vec<FinishedRequest> {
     assert!(scout_std::flush(Duration::from_secs(10)), "flush");
     assert!(
-        agent.wait_for_requests(n as u64, Duration::from_secs(10)).await,
+        agent
+            .wait_for_requests(n as u64, Duration::from_secs(10))
+            .await,
         "{n} requests expected, got {:#?}",
         agent.requests()
     );
@@ -83,7 +85,12 @@ pub fn assert_parent(r: &FinishedRequest, child: &str, parent: Option<&str>) {
 
 /// Sends one HTTP/1.1 request on a new connection; returns the status (0 when the
 /// connection closed without a response, e.g. after a panic) and the body.
-pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     for (k, v) in headers {
@@ -99,7 +106,10 @@ pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str, headers:
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 

@@ -62,7 +62,10 @@ fn list_orders(page: u64) {
     Context::add("page", page as i64);
     for _ in 0..3 {
         let q = scout_std::instrument_kind("SQL", "Query");
-        q.tag("db.statement", "SELECT * FROM line_items WHERE order_id = $1");
+        q.tag(
+            "db.statement",
+            "SELECT * FROM line_items WHERE order_id = $1",
+        );
         sleep(ms(2));
     }
     {
@@ -80,7 +83,10 @@ fn checkout(attempt: u64) {
     Context::add("cart_items", 3);
     {
         let q = scout_std::instrument_kind("SQL", "Query");
-        q.tag("db.statement", "INSERT INTO orders (user_id, total) VALUES ($1, $2)");
+        q.tag(
+            "db.statement",
+            "INSERT INTO orders (user_id, total) VALUES ($1, $2)",
+        );
         sleep(ms(4));
     }
     let h = scout_std::instrument_kind("HTTP", "POST");

@@ -116,7 +116,9 @@ async fn main() -> std::io::Result<()> {
     } else {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let paths = ["/users/1", "/users/2", "/users/3", "/health", "/nope", "/users/4"];
+        let paths = [
+            "/users/1", "/users/2", "/users/3", "/health", "/nope", "/users/4",
+        ];
         let server = tokio::spawn(serve(listener, Some(paths.len())));
         for path in paths {
             println!("GET {path} -> {}", get(addr, path).await?);
@@ -127,9 +129,8 @@ async fn main() -> std::io::Result<()> {
     // Flushes what is queued, then stops the agent (off the async workers).
     tokio::task::spawn_blocking(move || drop(agent)).await?;
     if let Some(s) = sandbox {
-        let summary = tokio::task::spawn_blocking(move || {
-            s.summary(Duration::from_secs(5)).map(|r| r.text)
-        });
+        let summary =
+            tokio::task::spawn_blocking(move || s.summary(Duration::from_secs(5)).map(|r| r.text));
         print!("{}", summary.await??);
     }
     Ok(())

@@ -322,12 +322,14 @@ impl Model {
             self.stack.push(Entry::Unrec(ignore_children));
             return SpanStart::Ignored;
         }
+        // When the name fits neither the arena nor the span storage, either reason is true;
+        // scout-core reports the arena (it copies the name before pushing the record).
         let reason = if self.completed >= self.limit {
             Some(DropReason::SpanLimit)
-        } else if self.spans.len() >= self.caps.spans {
-            Some(DropReason::SpanCapacity)
         } else if op_bytes > self.caps.arena - self.arena {
             Some(DropReason::Arena)
+        } else if self.spans.len() >= self.caps.spans {
+            Some(DropReason::SpanCapacity)
         } else {
             None
         };
@@ -377,10 +379,10 @@ impl Model {
         }
         if self.completed >= self.limit {
             count(&mut self.drops, DropReason::SpanLimit);
-        } else if self.spans.len() >= self.caps.spans {
-            count(&mut self.drops, DropReason::SpanCapacity);
         } else if op_bytes > self.caps.arena - self.arena {
             count(&mut self.drops, DropReason::Arena);
+        } else if self.spans.len() >= self.caps.spans {
+            count(&mut self.drops, DropReason::SpanCapacity);
         } else {
             self.arena += op_bytes;
             if self.operation.is_none() && (op.starts_with("Controller/") || op.starts_with("Job/")) {

@@ -733,9 +733,8 @@ impl<S: Storage> Request<S> {
         match v {
             StoredValue::Str(r) => Value::Str(self.resolve(r)),
             // Checked when tagged; copied verbatim.
-            StoredValue::Json(r) => RawJson::new(self.resolve(r))
-                .map(Value::Json)
-                .unwrap_or(Value::Null),
+            // Checked by `RawJson::new` when it was tagged; not checked again.
+            StoredValue::Json(r) => Value::Json(RawJson::checked(self.resolve(r))),
             StoredValue::Int(i) => Value::Int(i),
             StoredValue::Float(f) => Value::Float(f),
             StoredValue::Bool(b) => Value::Bool(b),

@@ -126,6 +126,10 @@ impl<'a> RawJson<'a> {
     pub fn new(s: &'a str) -> Result<Self, InvalidJson> {
         crate::reply::validate_json(s.as_bytes()).map(|()| Self(s))
     }
+    /// Wraps text that was already checked by [`RawJson::new`] (stored copies).
+    pub(crate) fn checked(s: &'a str) -> Self {
+        Self(s)
+    }
     /// The JSON text.
     pub fn as_str(&self) -> &'a str {
         self.0

@@ -65,7 +65,11 @@ fn rust_frames(n: u64) -> Vec<Vec<u8>> {
         .map(|m| serde_json::to_vec(&m.message).unwrap())
         .collect();
     rt.block_on(agent.shutdown());
-    assert_eq!(frames.len() as u64, n + 1, "Register + one batch per request");
+    assert_eq!(
+        frames.len() as u64,
+        n + 1,
+        "Register + one batch per request"
+    );
     frames
 }
 

@@ -686,7 +686,9 @@ pin_project_lite::pin_project! {
 
 impl<F> std::fmt::Debug for Instrumented<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Instrumented").field("operation", &self.op).finish()
+        f.debug_struct("Instrumented")
+            .field("operation", &self.op)
+            .finish()
     }
 }
 
@@ -696,7 +698,12 @@ impl<F: Future> Instrumented<F> {
         op.push_str(kind);
         op.push('/');
         op.push_str(name);
-        Self { inner, op: op.into_boxed_str(), split: kind.len(), opened: None }
+        Self {
+            inner,
+            op: op.into_boxed_str(),
+            split: kind.len(),
+            opened: None,
+        }
     }
 }
 

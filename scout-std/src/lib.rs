@@ -60,9 +60,8 @@ pub use context::{
     Carry, Context, FutureExt, Instrumented, SpanGuard, Transaction, TransactionGuard,
     background_transaction, carry, current_request_id, ignore_transaction, in_request, instrument,
     instrument_fn, instrument_kind, instrument_with_flags, now, rename_transaction, request_scope,
-    request_start,
-    start_background_transaction, start_web_transaction, stop_transaction, tag_request, tag_span,
-    web_transaction, with_background_transaction, with_web_transaction,
+    request_start, start_background_transaction, start_web_transaction, stop_transaction,
+    tag_request, tag_span, web_transaction, with_background_transaction, with_web_transaction,
 };
 pub use metadata::RUSTC_VERSION;
 pub use sender::MAX_FRAME;

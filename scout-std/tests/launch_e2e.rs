@@ -152,8 +152,16 @@ fn application_data_arrives_in_the_downloaded_and_launched_local_agent() {
     set(&mut config, "download_url", &server.base_url());
     set(&mut config, "core_agent_dir", &agents.to_string_lossy());
     set(&mut config, "core_agent_triple", TRIPLE);
-    set(&mut config, "core_agent_socket_path", &socket.to_string_lossy());
-    set(&mut config, "core_agent_config_file", &settings.to_string_lossy());
+    set(
+        &mut config,
+        "core_agent_socket_path",
+        &socket.to_string_lossy(),
+    );
+    set(
+        &mut config,
+        "core_agent_config_file",
+        &settings.to_string_lossy(),
+    );
     set(
         &mut config,
         "core_agent_log_file",
@@ -162,7 +170,7 @@ fn application_data_arrives_in_the_downloaded_and_launched_local_agent() {
 
     // First install: nothing answers, so the manager downloads, verifies and launches.
     let started = Instant::now();
-    let guard = scout_std::install_with(config.clone(), opts());
+    let guard = scout_std::install_with(config, opts());
     assert!(guard.is_active());
     record_requests("first");
     assert!(
@@ -170,7 +178,10 @@ fn application_data_arrives_in_the_downloaded_and_launched_local_agent() {
         "the launched agent acknowledged everything; logs: {:#?}",
         LOGS.lock().unwrap()
     );
-    eprintln!("download + verify + launch + first flush: {:?}", started.elapsed());
+    eprintln!(
+        "download + verify + launch + first flush: {:?}",
+        started.elapsed()
+    );
     assert_eq!(server.gets(), 1);
     assert_eq!(server.paths(), vec![URL_PATH.to_owned()]);
     wait_until("the manager's outcome", Duration::from_secs(10), || {
@@ -178,7 +189,10 @@ fn application_data_arrives_in_the_downloaded_and_launched_local_agent() {
     });
     let verified = manager::verify(&scout_std::launch::manager_config(&config)).expect("verifies");
     assert_eq!(verified.dir, agents.join(FULL_NAME));
-    assert_eq!(verified.binary, agents.join(FULL_NAME).join(CORE_AGENT_BINARY));
+    assert_eq!(
+        verified.binary,
+        agents.join(FULL_NAME).join(CORE_AGENT_BINARY)
+    );
 
     // The data is in the launched process: its summary and its export file (--config-file).
     let first = client::summary(&address, Duration::from_secs(5)).expect("summary");
@@ -186,7 +200,11 @@ fn application_data_arrives_in_the_downloaded_and_launched_local_agent() {
     assert_ne!(pid, std::process::id(), "a separate process");
     assert_eq!(first.requests, 4, "{}", first.text);
     assert_eq!(first.bad_frames, 0, "{}", first.text);
-    assert!(first.text.contains("Controller/Orders#show"), "{}", first.text);
+    assert!(
+        first.text.contains("Controller/Orders#show"),
+        "{}",
+        first.text
+    );
     assert!(first.text.contains("Job/Invoices"), "{}", first.text);
     assert!(first.text.contains("App \"Launch E2E\""), "{}", first.text);
     assert!(first.text.contains("Slowest trace"), "{}", first.text);
@@ -220,9 +238,11 @@ fn application_data_arrives_in_the_downloaded_and_launched_local_agent() {
     // Second install: the probe finds the running agent; nothing is downloaded or launched.
     let guard = scout_std::install_with(config, opts());
     assert!(guard.is_active());
-    wait_until("the second manager outcome", Duration::from_secs(10), || {
-        logs_containing("core agent: AlreadyRunning") == 1
-    });
+    wait_until(
+        "the second manager outcome",
+        Duration::from_secs(10),
+        || logs_containing("core agent: AlreadyRunning") == 1,
+    );
     assert_eq!(logs_containing("core agent: Launched"), 1);
     assert_eq!(logs_containing("LaunchReportedRunning"), 0);
     record_requests("second");
@@ -237,9 +257,11 @@ fn application_data_arrives_in_the_downloaded_and_launched_local_agent() {
 
     // Shut the launched agent down: its process exits and its socket file is removed.
     manager::shutdown(&socket.to_string_lossy(), Duration::from_secs(5)).expect("shutdown");
-    wait_until("the launched agent to exit", Duration::from_secs(10), || {
-        !socket.exists() && proc_state(pid).is_none_or(|s| s == "Z" || s == "X")
-    });
+    wait_until(
+        "the launched agent to exit",
+        Duration::from_secs(10),
+        || !socket.exists() && proc_state(pid).is_none_or(|s| s == "Z" || s == "X"),
+    );
     assert!(manager::probe(&socket.to_string_lossy(), Duration::from_millis(300)).is_err());
 }
 
@@ -300,7 +322,11 @@ fn installed_local_agent_verifies_and_the_manager_launches_it_without_download()
     );
     let s = client::summary(&Address::Unix(socket.clone()), Duration::from_secs(5)).unwrap();
     assert_eq!(s.requests, 0);
-    assert!(s.text.starts_with("== Scout local agent: 0 requests"), "{}", s.text);
+    assert!(
+        s.text.starts_with("== Scout local agent: 0 requests"),
+        "{}",
+        s.text
+    );
     assert!(
         local_agent::shutdown_and_wait(&Address::Unix(socket.clone()), Duration::from_secs(10))
             .expect("stops")

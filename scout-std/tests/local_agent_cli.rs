@@ -265,3 +265,47 @@ fn stale_socket_is_replaced_and_usage_errors_exit_2() {
     assert_eq!(remote.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&remote.stderr).contains("--allow-remote"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_subcommand_and_json_config_file_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let sock_s = sock.to_str().unwrap();
+    let config = dir.path().join("local-agent.json");
+    std::fs::write(&config, r#"{"export": "from-config.jsonl"}"#).unwrap();
+    // Nothing runs yet: `summary` exits 1.
+    let none = run(&["summary", "--socket", sock_s]);
+    assert_eq!(none.status.code(), Some(1), "{none:?}");
+    let child = Guard::spawn(
+        agent(&[
+            "start",
+            "--socket",
+            sock_s,
+            "--config-file",
+            config.to_str().unwrap(),
+            "--refresh",
+            "0",
+            "--no-summary",
+        ])
+        .stdout(Stdio::piped()),
+    );
+    wait_until("probe", || probe_ok(sock_s));
+    send_request(&Address::Unix(sock.clone()), "req-s1").await;
+    let out = run(&["summary", "--socket", sock_s]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("== Scout local agent: 1 requests"),
+        "{text}"
+    );
+    assert!(text.contains("Controller/cli"), "{text}");
+    assert!(text.contains("Slowest trace"), "{text}");
+    // The export path of the config file is relative to the file's directory.
+    let exported = read(&dir.path().join("from-config.jsonl"));
+    assert_eq!(exported.lines().count(), 1, "{exported}");
+    assert!(exported.contains("\"id\":\"req-s1\""), "{exported}");
+    assert!(run(&["shutdown", "--socket", sock_s]).status.success());
+    let out = child.output().await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "--no-summary");
+}

@@ -721,3 +721,55 @@ async fn export_writes_one_json_line_per_finished_request() {
     }
     assert_eq!(lines[3]["ignored"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_agent_summary_extension_is_answered_without_register() {
+    let (_dir, agent) = start_unix(Limits::default()).await;
+    let mut c = RawClient::connect(agent.address()).await;
+    let r = c.send(&json!({"LocalAgentSummary": {}})).await;
+    let s = &r["LocalAgentSummary"];
+    assert_eq!(s["result"], "Success", "{r}");
+    assert_eq!(s["requests"], 0);
+    assert_eq!(s["pid"], std::process::id());
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        s["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("== Scout local agent: 0 requests")
+    );
+    c.register("summary app").await;
+    c.send(&json!({"BatchCommand": {"commands": [
+        {"StartSpan": {"request_id": "r1", "span_id": "s", "parent_id": null, "operation": "Job/sum"}},
+        {"StopSpan": {"request_id": "r1", "span_id": "s"}},
+        {"FinishRequest": {"request_id": "r1"}}]}}))
+        .await;
+    let r = c.send(&json!({"LocalAgentSummary": null})).await;
+    assert_eq!(r["LocalAgentSummary"]["requests"], 1, "{r}");
+    // Every command counts, this one included: 2 summaries, Register and 3 in the batch.
+    assert_eq!(r["LocalAgentSummary"]["commands"], 6, "{r}");
+    assert!(
+        r["LocalAgentSummary"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("Job/sum")
+    );
+    // Not a data command: refused inside a batch, and nothing of that batch is applied.
+    let r = c
+        .send(&json!({"BatchCommand": {"commands": [
+            {"StartRequest": {"request_id": "r2"}}, {"LocalAgentSummary": {}}]}}))
+        .await;
+    assert!(
+        failure_message(&r)
+            .unwrap()
+            .contains("not allowed inside a BatchCommand"),
+        "{r}"
+    );
+    // The blocking client used by the binary and the examples.
+    let remote = scout_std::local_agent::client::summary(agent.address(), WAIT).unwrap();
+    assert_eq!(remote.requests, 1);
+    assert_eq!(remote.pid, Some(std::process::id()));
+    assert!(remote.text.contains("Job/sum"));
+    assert_eq!(agent.counters().invalid_commands, 1);
+    agent.shutdown().await;
+}

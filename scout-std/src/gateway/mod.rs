@@ -140,12 +140,15 @@ pub enum SessionEnd {
     Rejected(RejectReason),
 }
 
+/// Makes the forwarder of a device from its id.
+type ForwarderFactory = Box<dyn Fn(&GatewayConfig, &str) -> Arc<dyn Forward> + Send + Sync>;
+
 /// The gateway: shared by every link it serves.
 pub struct Gateway {
     config: GatewayConfig,
     stats: Mutex<HashMap<String, DeviceStats>>,
     forwarders: Mutex<HashMap<String, Arc<dyn Forward>>>,
-    factory: Box<dyn Fn(&GatewayConfig, &str) -> Arc<dyn Forward> + Send + Sync>,
+    factory: ForwarderFactory,
     sessions: AtomicU64,
 }
 

@@ -493,7 +493,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("c.json");
         std::fs::write(&f, r#"{"export": "out.jsonl", "other": 1}"#).unwrap();
-        assert_eq!(read_config_file(&f).unwrap().export, Some(dir.join("out.jsonl")));
+        assert_eq!(
+            read_config_file(&f).unwrap().export,
+            Some(dir.join("out.jsonl"))
+        );
         std::fs::write(&f, r#"{"export": "/abs/out.jsonl"}"#).unwrap();
         assert_eq!(
             read_config_file(&f).unwrap().export,

@@ -165,14 +165,14 @@ impl Sandbox {
             }
         };
         let core_agent_dir = root.join("core_agent");
-        let binary = match install_as_core_agent(local_agent_binary, &core_agent_dir, SANDBOX_FULL_NAME)
-        {
-            Ok(b) => b,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&root);
-                return Err(e);
-            }
-        };
+        let binary =
+            match install_as_core_agent(local_agent_binary, &core_agent_dir, SANDBOX_FULL_NAME) {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&root);
+                    return Err(e);
+                }
+            };
         Ok(Self {
             socket: root.join("agent.sock"),
             root,
@@ -245,7 +245,10 @@ impl Sandbox {
             ("core_agent_dir", self.core_agent_dir.to_string_lossy()),
             ("core_agent_full_name", SANDBOX_FULL_NAME.into()),
             ("core_agent_socket_path", self.socket.to_string_lossy()),
-            ("core_agent_log_file", self.log_file().to_string_lossy().into_owned().into()),
+            (
+                "core_agent_log_file",
+                self.log_file().to_string_lossy().into_owned().into(),
+            ),
             ("core_agent_download", "false".into()),
             ("core_agent_launch", "true".into()),
         ];

@@ -20,13 +20,16 @@
 //!   partially received frames are bounded across all connections by a semaphore
 //!   ([`Limits::max_inflight_bytes`]). Memory for a frame grows with the bytes actually received,
 //!   never with the announced length.
-//! * **Commands** (`protocol`): each frame is parsed once into a [`serde_json::Value`] (kept for
-//!   [`LocalAgentHandle::messages`]) and then decoded by moving its strings into a typed command.
+//! * **Commands** (`protocol`): each frame is decoded in one serde pass straight into a typed
+//!   command whose ids and names borrow from the frame (no [`serde_json::Value`] tree; a `Value`
+//!   of the frame is built only when frames are retained for [`LocalAgentHandle::messages`]).
+//!   Decoding happens before the state lock is taken, so connections decode in parallel.
 //!   Invalid JSON, unknown commands, malformed fields and data commands before `Register` get a
 //!   `{"Failure": {"message": ..}}` reply; the connection stays usable and nothing is stored. A
 //!   `BatchCommand` is decoded completely before any of it is applied, so one bad element rejects
 //!   the whole batch. Replies have the real shape: `{"<Command>": {"id": null, "result":
-//!   "Success"}}`, plus `"version"` for `CoreAgentVersion`.
+//!   "Success"}}`, plus `"version"` for `CoreAgentVersion`. One extension: `LocalAgentSummary`
+//!   returns the summary text and counters ([`client::summary`]).
 //! * **Rebuilding** (`rebuild`): request and span state is created by whichever command comes
 //!   first, so any order works (children first as Python sends them, parents first as Node and PHP
 //!   do, one command per frame as older agents do, or one batch). Inside a batch, `FinishRequest`
@@ -46,7 +49,10 @@
 //!   per finished request to `--export FILE` (schema: [`FinishedRequest`], documented in
 //!   `docs/local-agent.md`).
 //! * **Command line** ([`cli`]): compatible with the core agent's `start` (section 2.5 of the
-//!   spec), plus `probe` and `shutdown`.
+//!   spec), plus `probe`, `summary` and `shutdown`.
+//! * **Launch through the manager** ([`install_as_core_agent`], [`Sandbox`]; `download`
+//!   feature): the binary installed as a verified core agent, so that [`crate::install`]'s own
+//!   launch path starts it.
 //!
 //! All state sits behind one mutex that is held only for the synchronous handling of a single
 //! frame; no lock is held across an `.await`.

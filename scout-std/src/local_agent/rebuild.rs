@@ -518,17 +518,16 @@ fn finish(p: Pending, finish_ts: Timestamp) -> FinishedRequest {
         }
     };
     // Spans that were never started are dropped; the others keep their first-seen order.
-    let mut spans: Vec<PendingSpan> = Vec::with_capacity(p.spans.len());
-    for s in p.spans {
+    let mut spans = p.spans;
+    spans.retain(|s| {
         if s.operation.is_none() {
             warn(format!(
                 "span {}: tagged or stopped but never started (dropped)",
                 s.id
             ));
-        } else {
-            spans.push(s);
         }
-    }
+        s.operation.is_some()
+    });
     let n = spans.len();
     let start = p
         .start
@@ -619,23 +618,20 @@ fn finish(p: Pending, finish_ts: Timestamp) -> FinishedRequest {
             dur(&spans[i]).saturating_sub(child_time)
         })
         .collect();
-    let mut slots: Vec<Option<PendingSpan>> = spans.into_iter().map(Some).collect();
     let mut out_spans = Vec::with_capacity(order.len());
     for (i, depth) in order {
-        let Some(s) = slots[i].take() else {
-            continue;
-        };
-        let duration_us = dur(&s);
+        let s = &mut spans[i];
+        let duration_us = dur(s);
         out_spans.push(FinishedSpan {
-            id: s.id,
-            parent_id: s.parent,
-            operation: s.operation.unwrap_or_default(),
+            id: std::mem::take(&mut s.id),
+            parent_id: s.parent.take(),
+            operation: s.operation.take().unwrap_or_default(),
             start: s.start.unwrap_or(end),
             end: s.end.unwrap_or(end),
             duration_us,
             exclusive_us: exclusive[i],
             depth,
-            tags: s.tags,
+            tags: std::mem::take(&mut s.tags),
         });
     }
     let operation = out_spans

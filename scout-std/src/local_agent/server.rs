@@ -18,7 +18,7 @@ use super::aggregate::EndpointSummary;
 use super::config::{Limits, LocalAgentConfig};
 use super::model::{AppEvent, Counters, FinishedRequest, ReceivedMessage};
 use super::protocol::failure_reply;
-use super::state::{Connection, State};
+use super::state::{Connection, Parsed, State};
 
 /// Why the agent could not start.
 #[derive(Debug)]
@@ -460,7 +460,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(inner: &Inner, mut conn: Conne
         let frame = read_frame(&mut stream, inner, &mut shutdown).await;
         let (reply, close, stop_agent) = match frame {
             Ok((bytes, permit)) => {
-                let reply = inner.state().handle_frame(&mut conn, &bytes);
+                // Decoding needs no lock: only rebuilding and aggregation are serialised.
+                let parsed = Parsed::new(&bytes, inner.limits.retain_messages > 0);
+                let reply = inner.state().handle_parsed(&mut conn, parsed);
                 drop(bytes);
                 drop(permit);
                 let stop = reply.shutdown && inner.honor_shutdown;

@@ -65,6 +65,50 @@ pub(crate) struct Reply {
     pub(crate) shutdown: bool,
 }
 
+/// A frame decoded without touching the shared state (so connections can decode in parallel).
+#[derive(Debug)]
+pub(crate) enum Parsed<'a> {
+    /// Not UTF-8 JSON; the failure message.
+    InvalidJson(String),
+    /// JSON: the value itself when frames are retained, and the command or why it is invalid.
+    Json {
+        message: Option<Value>,
+        decoded: Result<Command<'a>, DecodeError>,
+    },
+}
+
+impl<'a> Parsed<'a> {
+    /// Decodes `bytes`; `keep_value`: also parse it into a [`Value`] for the frame history.
+    pub(crate) fn new(bytes: &'a [u8], keep_value: bool) -> Self {
+        let invalid = |e: &dyn std::fmt::Display| {
+            Self::InvalidJson(format!("invalid JSON frame ({} bytes): {e}", bytes.len()))
+        };
+        let text = match std::str::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => return invalid(&e),
+        };
+        let message = if keep_value {
+            match serde_json::from_str::<Value>(text) {
+                Ok(v) => Some(v),
+                Err(e) => return invalid(&e),
+            }
+        } else {
+            None
+        };
+        match Command::parse(text) {
+            Ok(cmd) => Self::Json {
+                message,
+                decoded: Ok(cmd),
+            },
+            Err(ParseError::Decode(e)) => Self::Json {
+                message,
+                decoded: Err(e),
+            },
+            Err(ParseError::Json(e)) => invalid(&e),
+        }
+    }
+}
+
 /// Everything one agent stores.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -104,31 +148,37 @@ impl State {
 
     /// Handles one complete frame and returns the reply to send.
     pub(crate) fn handle_frame(&mut self, conn: &mut Connection, bytes: &[u8]) -> Reply {
+        let parsed = Parsed::new(bytes, self.limits.retain_messages > 0);
+        self.handle_parsed(conn, parsed)
+    }
+
+    /// Handles a frame decoded by [`Parsed::new`] (which needs no lock).
+    pub(crate) fn handle_parsed(&mut self, conn: &mut Connection, parsed: Parsed<'_>) -> Reply {
         self.counters.frames += 1;
-        let text = match std::str::from_utf8(bytes) {
-            Ok(t) => t,
-            Err(e) => return self.invalid_json(conn, bytes.len(), &e),
+        let (message, decoded) = match parsed {
+            Parsed::InvalidJson(msg) => {
+                self.counters.invalid_json += 1;
+                conn.log_bad(&msg);
+                return failure(&msg);
+            }
+            Parsed::Json { message, decoded } => (message, decoded),
         };
-        if self.limits.retain_messages > 0 {
-            // Only for the frame history (tests): the command itself is decoded from the text.
-            let value: Value = match serde_json::from_str(text) {
-                Ok(v) => v,
-                Err(e) => return self.invalid_json(conn, bytes.len(), &e),
-            };
+        self.seq += 1;
+        if let Some(value) = message
+            && self.limits.retain_messages > 0
+        {
             if self.messages.len() >= self.limits.retain_messages {
                 self.messages.pop_front();
             }
             self.messages.push_back(ReceivedMessage {
                 connection: conn.id,
-                seq: self.seq + 1,
+                seq: self.seq,
                 message: value,
             });
         }
-        let cmd = match Command::parse(text) {
-            Ok(c) => c,
-            Err(ParseError::Json(e)) => return self.invalid_json(conn, bytes.len(), &e),
-            Err(ParseError::Decode(e)) => {
-                self.seq += 1;
+        match decoded {
+            Ok(cmd) => self.handle_command(conn, cmd),
+            Err(e) => {
                 match e {
                     DecodeError::Unknown(_) => self.counters.unknown_commands += 1,
                     DecodeError::Shape(_) | DecodeError::Field(_) => {
@@ -137,23 +187,9 @@ impl State {
                 }
                 let msg = e.message();
                 conn.log_bad(&msg);
-                return failure(&msg);
+                failure(&msg)
             }
-        };
-        self.seq += 1;
-        self.handle_command(conn, cmd)
-    }
-
-    fn invalid_json(
-        &mut self,
-        conn: &mut Connection,
-        len: usize,
-        e: &dyn std::fmt::Display,
-    ) -> Reply {
-        self.counters.invalid_json += 1;
-        let msg = format!("invalid JSON frame ({len} bytes): {e}");
-        conn.log_bad(&msg);
-        failure(&msg)
+        }
     }
 
     /// Handles a decoded command.

@@ -18,12 +18,57 @@ use scout_core::config::{ErrorKind, KEYS, LIST_CAP, NAME_CAP, PATH_CAP, SHORT_CA
 use scout_fuzz::known;
 
 const TYPICAL: &[&str] = &[
-    "true", "false", "YES", " no ", "t", "F", "1", "0", "maybe", "", " ", "0.5", "50", "100",
-    "101", "-1", "-0", "nan", "inf", "1e400", "1e-400", "  25 ", "755", "0o755", "8", "7777",
-    "17777", "filtered_params", "PATH", "Path", "debug", "TRACE", "warn ", "verbose",
-    "/health, /admin/,,", "a,b,c", "x:1", "users:40, users/admin:0", "bad", "email:50,bad",
-    "tcp://127.0.0.1:6590", "unix:///tmp/a.sock", "4294967295", "4294967296", "é", "\u{0}",
-    "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q", ":5", "x:101", "x:-1", "x:nan",
+    "true",
+    "false",
+    "YES",
+    " no ",
+    "t",
+    "F",
+    "1",
+    "0",
+    "maybe",
+    "",
+    " ",
+    "0.5",
+    "50",
+    "100",
+    "101",
+    "-1",
+    "-0",
+    "nan",
+    "inf",
+    "1e400",
+    "1e-400",
+    "  25 ",
+    "755",
+    "0o755",
+    "8",
+    "7777",
+    "17777",
+    "filtered_params",
+    "PATH",
+    "Path",
+    "debug",
+    "TRACE",
+    "warn ",
+    "verbose",
+    "/health, /admin/,,",
+    "a,b,c",
+    "x:1",
+    "users:40, users/admin:0",
+    "bad",
+    "email:50,bad",
+    "tcp://127.0.0.1:6590",
+    "unix:///tmp/a.sock",
+    "4294967295",
+    "4294967296",
+    "é",
+    "\u{0}",
+    "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q",
+    ":5",
+    "x:101",
+    "x:-1",
+    "x:nan",
 ];
 
 /// The deprecated aliases and their current names (as documented in `config.rs`).
@@ -37,7 +82,10 @@ const ALIASES: [(&str, &str); 4] = [
 #[derive(Arbitrary, Debug)]
 enum KeySel<'a> {
     /// `SCOUT_` + a real setting name, upper-cased (0), lower-cased (1) or mixed.
-    Known { i: u8, case: u8 },
+    Known {
+        i: u8,
+        case: u8,
+    },
     Scout(&'a str),
     Raw(&'a str),
 }
@@ -53,7 +101,13 @@ impl KeySel<'_> {
                     _ => k
                         .chars()
                         .enumerate()
-                        .map(|(j, c)| if j % 2 == 0 { c.to_ascii_uppercase() } else { c })
+                        .map(|(j, c)| {
+                            if j % 2 == 0 {
+                                c.to_ascii_uppercase()
+                            } else {
+                                c
+                            }
+                        })
                         .collect(),
                 };
                 format!("SCOUT_{k}")
@@ -76,7 +130,10 @@ enum ValSel<'a> {
     Raw(&'a str),
     Typical(u8),
     /// `n` copies of a character: exceeds (or just fits) a capacity.
-    Long { n: u16, c: char },
+    Long {
+        n: u16,
+        c: char,
+    },
     /// A typical value with a suffix.
     Mixed(u8, &'a str),
 }
@@ -174,7 +231,12 @@ fn check_ranges(c: &Config) {
     }
     assert!(c.shutdown_timeout_seconds.is_finite() && c.shutdown_timeout_seconds >= 0.0);
     assert!(c.core_agent_permissions <= 0o7777);
-    for l in [&c.ignore, &c.ignore_endpoints, &c.ignore_jobs, &c.disabled_instruments] {
+    for l in [
+        &c.ignore,
+        &c.ignore_endpoints,
+        &c.ignore_jobs,
+        &c.disabled_instruments,
+    ] {
         assert!(l.len() <= LIST_CAP);
     }
     assert!(c.sample_endpoints.len() <= LIST_CAP && c.sample_jobs.len() <= LIST_CAP);
@@ -196,7 +258,11 @@ struct Err_ {
 }
 
 fuzz_target!(|input: Input<'_>| {
-    let start = if input.from_builder { BUILT } else { Config::new() };
+    let start = if input.from_builder {
+        BUILT
+    } else {
+        Config::new()
+    };
     let env: Vec<(String, String)> = input
         .env
         .iter()
@@ -234,7 +300,8 @@ fuzz_target!(|input: Input<'_>| {
                 seen.iter().any(|k| k == current)
             } else {
                 // As documented: the alias applies only when the current name is not also set.
-                env.iter().any(|(k, _)| setting(k).as_deref() == Some(*current))
+                env.iter()
+                    .any(|(k, _)| setting(k).as_deref() == Some(*current))
             };
             if current_set {
                 skipped += 1;
@@ -258,7 +325,11 @@ fuzz_target!(|input: Input<'_>| {
             }
         }
     }
-    assert_eq!(fp(&c), fp(&m), "apply_env != the variables applied one by one with set");
+    assert_eq!(
+        fp(&c),
+        fp(&m),
+        "apply_env != the variables applied one by one with set"
+    );
     assert_eq!(errors, want_errors, "refused variables");
     assert_eq!(report.rejected, rejected);
     if !known("alias-count") {
@@ -268,14 +339,24 @@ fuzz_target!(|input: Input<'_>| {
             "applied + rejected + unknown == number of SCOUT_ variables ({report:?}, {skipped} aliases skipped)"
         );
     }
-    assert!(report.applied >= applied && report.applied <= applied + skipped, "{report:?}");
-    assert!(report.unknown >= unknown && report.unknown <= unknown + skipped, "{report:?}");
+    assert!(
+        report.applied >= applied && report.applied <= applied + skipped,
+        "{report:?}"
+    );
+    assert!(
+        report.unknown >= unknown && report.unknown <= unknown + skipped,
+        "{report:?}"
+    );
     check_ranges(&c);
 
     // A refused variable changes nothing: applying the list without it gives the same config.
     if let Some(first) = first_rejected {
         let mut without = start;
-        let rest = env.iter().enumerate().filter(|&(i, _)| i != first).map(|(_, kv)| kv);
+        let rest = env
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != first)
+            .map(|(_, kv)| kv);
         without.apply_env(rest.map(|(k, v)| (k.as_str(), v.as_str())), |_| {});
         assert_eq!(fp(&without), fp(&c), "a refused variable changed a setting");
     }
@@ -329,7 +410,11 @@ fuzz_target!(|input: Input<'_>| {
                 assert_eq!(fp(&c), after, "set({key:?}, {value:?}) is not idempotent");
             }
             Err(kind) => {
-                assert_eq!(fp(&c), before, "failed set({key:?}, {value:?}) changed the config");
+                assert_eq!(
+                    fp(&c),
+                    before,
+                    "failed set({key:?}, {value:?}) changed the config"
+                );
                 assert_eq!(
                     kind == ErrorKind::UnknownKey,
                     !KEYS.contains(&key.as_str()),

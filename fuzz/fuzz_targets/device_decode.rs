@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use libfuzzer_sys::fuzz_target;
 use scout_core::command::{RequestBatch, encoded_len, write_frame_to_slice};
 use scout_core::device::{
-    self, DecodeError, FrameReader, InvalidRequest, MAX_FRAME, NO_NAME, NameSource, ROOT,
-    UNNAMED, Up, WireRequest,
+    self, DecodeError, FrameReader, InvalidRequest, MAX_FRAME, NO_NAME, NameSource, ROOT, UNNAMED,
+    Up, WireRequest,
 };
 use scout_core::{Fixed, Request, RequestIds, SpanIdx, Timestamp};
 
@@ -38,7 +38,13 @@ fn segments(stream: &[u8], n: usize) -> Vec<Result<Vec<u8>, DecodeError>> {
     parts
         .into_iter()
         .filter(|p| !p.is_empty())
-        .map(|p| if p.len() > n { Err(DecodeError::TooLong) } else { Ok(p.to_vec()) })
+        .map(|p| {
+            if p.len() > n {
+                Err(DecodeError::TooLong)
+            } else {
+                Ok(p.to_vec())
+            }
+        })
         .collect()
 }
 
@@ -52,7 +58,10 @@ fn read_all<const N: usize>(stream: &[u8], chunk: usize) -> Vec<Result<Vec<u8>, 
     if stream.contains(&0) || !stream.is_empty() {
         // Pending bytes: the unterminated tail, capped by the buffer (0 once it overflowed).
         let pending = reader.pending();
-        assert!(pending == tail.len() || (tail.len() > N && pending <= N), "pending {pending}");
+        assert!(
+            pending == tail.len() || (tail.len() > N && pending <= N),
+            "pending {pending}"
+        );
     }
     out
 }
@@ -84,7 +93,10 @@ fn check_request(r: &WireRequest<'_>, names: &Names) {
         (Ok(()), Err(InvalidRequest::Capacity)) => {}
         (Ok(()), Err(e)) => panic!("validated request rebuilt with {e:?}"),
         (Ok(()), Ok(())) => {
-            assert!(stack_shaped(r), "rebuilt a request that does not nest: {r:?}");
+            assert!(
+                stack_shaped(r),
+                "rebuilt a request that does not nest: {r:?}"
+            );
             assert!(req.is_finished() && req.is_real());
             assert_eq!(req.span_count(), r.spans.len());
             assert_eq!(req.spans().count(), r.spans.len());
@@ -92,7 +104,11 @@ fn check_request(r: &WireRequest<'_>, names: &Names) {
             for (i, s) in r.spans.iter().enumerate() {
                 let v = req.span(SpanIdx(i as u16)).expect("span");
                 let parent = usize::from(s.parent).checked_sub(1);
-                assert_eq!(v.parent().map(|p| usize::from(p.0)), parent, "span {i} parent");
+                assert_eq!(
+                    v.parent().map(|p| usize::from(p.0)),
+                    parent,
+                    "span {i} parent"
+                );
                 let base = parent.map_or(r.start, |p| starts[p]);
                 starts[i] = base.saturating_add(u64::from(s.start));
                 assert_eq!(v.start_time(), Timestamp(starts[i]), "span {i} start");
@@ -105,23 +121,47 @@ fn check_request(r: &WireRequest<'_>, names: &Names) {
             let batch = RequestBatch(&*req);
             let len = encoded_len(&batch);
             let mut buf = vec![0u8; len + 4];
-            assert_eq!(write_frame_to_slice(&batch, &mut buf, usize::MAX), Ok(len + 4));
+            assert_eq!(
+                write_frame_to_slice(&batch, &mut buf, usize::MAX),
+                Ok(len + 4)
+            );
             if let Err(e) = serde_json::from_slice::<serde_json::Value>(&buf[4..]) {
-                panic!("rebuilt request is not JSON ({e}): {}", String::from_utf8_lossy(&buf[4..]));
+                panic!(
+                    "rebuilt request is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&buf[4..])
+                );
             }
         }
     }
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&chunk, stream)) = data.split_first() else { return };
+    let Some((&chunk, stream)) = data.split_first() else {
+        return;
+    };
     let stats = device::scan(stream);
 
     let want = segments(stream, MAX_FRAME);
-    assert_eq!(read_all::<MAX_FRAME>(stream, stream.len()), want, "one-shot reader");
-    assert_eq!(read_all::<MAX_FRAME>(stream, usize::from(chunk % 17) + 1), want, "chunked reader");
-    assert_eq!(read_all::<64>(stream, usize::from(chunk) + 1), segments(stream, 64), "64-byte reader");
-    assert_eq!((stats.frames + stats.bad) as usize, want.len(), "scan counts: {stats:?}");
+    assert_eq!(
+        read_all::<MAX_FRAME>(stream, stream.len()),
+        want,
+        "one-shot reader"
+    );
+    assert_eq!(
+        read_all::<MAX_FRAME>(stream, usize::from(chunk % 17) + 1),
+        want,
+        "chunked reader"
+    );
+    assert_eq!(
+        read_all::<64>(stream, usize::from(chunk) + 1),
+        segments(stream, 64),
+        "64-byte reader"
+    );
+    assert_eq!(
+        (stats.frames + stats.bad) as usize,
+        want.len(),
+        "scan counts: {stats:?}"
+    );
 
     let mut names = Names(HashMap::new());
     let (mut frames, mut requests, mut spans) = (0u32, 0u32, 0u32);
@@ -134,7 +174,9 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(device::decode_down(&mut out[..n]), Ok(down));
         }
         let mut buf = seg.clone();
-        let Ok(msg) = device::decode_up(&mut buf) else { continue };
+        let Ok(msg) = device::decode_up(&mut buf) else {
+            continue;
+        };
         frames += 1;
         let mut out = vec![0u8; seg.len() * 2 + 64];
         let n = device::encode(&msg, &mut out).expect("re-encode");
@@ -150,11 +192,18 @@ fuzz_target!(|data: &[u8]| {
             Up::Request(r) => {
                 requests += 1;
                 spans += r.spans.len() as u32;
-                assert!(r.spans.first().is_none_or(|s| s.parent == ROOT) || device::validate(r).is_err());
+                assert!(
+                    r.spans.first().is_none_or(|s| s.parent == ROOT)
+                        || device::validate(r).is_err()
+                );
                 check_request(r, &names);
             }
             _ => {}
         }
     }
-    assert_eq!((stats.frames, stats.requests, stats.spans), (frames, requests, spans), "scan");
+    assert_eq!(
+        (stats.frames, stats.requests, stats.spans),
+        (frames, requests, spans),
+        "scan"
+    );
 });

@@ -39,7 +39,11 @@ impl<'a> Val<'a> {
             Val::Int(i) => Value::Int(i),
             Val::Float(f) => Value::Float(f),
             Val::Nan => Value::Float(f64::NAN),
-            Val::Inf(neg) => Value::Float(if neg { f64::NEG_INFINITY } else { f64::INFINITY }),
+            Val::Inf(neg) => Value::Float(if neg {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            }),
             Val::Bool(b) => Value::Bool(b),
             Val::Null => Value::Null,
             // Only JSON serde_json can turn into a `Value` (no lone surrogates, no 1e400), so
@@ -68,7 +72,8 @@ fn utf8_json(v: &Value<'_>) -> bool {
 /// Encodes `cmd` every way there is, checks the framings agree, and returns the JSON text.
 fn encode_all<E: Encode>(cmd: &E, ascii: bool) -> J {
     let mut v = Vec::new();
-    cmd.encode(&mut FnSink(|b: &[u8]| v.extend_from_slice(b))).unwrap();
+    cmd.encode(&mut FnSink(|b: &[u8]| v.extend_from_slice(b)))
+        .unwrap();
     assert_eq!(encoded_len(cmd), v.len(), "encoded_len");
     if ascii {
         assert!(v.is_ascii(), "not ASCII: {}", String::from_utf8_lossy(&v));
@@ -76,14 +81,21 @@ fn encode_all<E: Encode>(cmd: &E, ascii: bool) -> J {
     // Streaming frame.
     let mut f = Vec::new();
     assert_eq!(
-        write_frame(cmd, &mut FnSink(|b: &[u8]| f.extend_from_slice(b)), usize::MAX),
+        write_frame(
+            cmd,
+            &mut FnSink(|b: &[u8]| f.extend_from_slice(b)),
+            usize::MAX
+        ),
         Ok(v.len() + 4)
     );
     assert_eq!(f[..4], (v.len() as u32).to_be_bytes());
     assert_eq!(f[4..], v[..]);
     // Single-pass slice frame: exact size works, one byte less is refused.
     let mut buf = vec![0u8; v.len() + 4];
-    assert_eq!(write_frame_to_slice(cmd, &mut buf, usize::MAX), Ok(v.len() + 4));
+    assert_eq!(
+        write_frame_to_slice(cmd, &mut buf, usize::MAX),
+        Ok(v.len() + 4)
+    );
     assert_eq!(buf, f);
     assert_eq!(
         write_frame_to_slice(cmd, &mut buf[..v.len() + 3], usize::MAX),
@@ -97,7 +109,11 @@ fn encode_all<E: Encode>(cmd: &E, ascii: bool) -> J {
         // The streaming framer refuses too, writing nothing.
         let mut none = Vec::new();
         assert_eq!(
-            write_frame(cmd, &mut FnSink(|b: &[u8]| none.extend_from_slice(b)), v.len() - 1),
+            write_frame(
+                cmd,
+                &mut FnSink(|b: &[u8]| none.extend_from_slice(b)),
+                v.len() - 1
+            ),
             Err(FrameError::TooLarge(v.len()))
         );
         assert!(none.is_empty());
@@ -124,7 +140,10 @@ fuzz_target!(|input: Input<'_>| {
         let text = std::str::from_utf8(&out).expect("UTF-8");
         assert_eq!(text, py_dumps_str(s), "ensure_ascii escaping of {s:?}");
         assert!(out.is_ascii());
-        assert_eq!(serde_json::from_str::<String>(text).expect("JSON string"), s);
+        assert_eq!(
+            serde_json::from_str::<String>(text).expect("JSON string"),
+            s
+        );
         // write_key is the string plus Python's separator.
         let mut k = Vec::new();
         json::write_key(&mut FnSink(|x: &[u8]| k.extend_from_slice(x)), s).unwrap();
@@ -147,13 +166,22 @@ fuzz_target!(|input: Input<'_>| {
         if let Value::Float(x) = v
             && x.is_finite()
         {
-            assert_eq!(got.as_f64().map(f64::to_bits), Some(x.to_bits()), "float {x:?}");
+            assert_eq!(
+                got.as_f64().map(f64::to_bits),
+                Some(x.to_bits()),
+                "float {x:?}"
+            );
             // Byte for byte what Python sends (finding `float-repr`: scout-core writes Rust's
             // `1e16` / `1e-5` where Python writes `1e+16` / `1e-05`).
             if !known("float-repr") {
                 let mut out = Vec::new();
-                v.write_json(&mut FnSink(|b: &[u8]| out.extend_from_slice(b))).unwrap();
-                assert_eq!(String::from_utf8(out).unwrap(), py_float_repr(*x), "float {x:?}");
+                v.write_json(&mut FnSink(|b: &[u8]| out.extend_from_slice(b)))
+                    .unwrap();
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    py_float_repr(*x),
+                    "float {x:?}"
+                );
             }
         }
     }
@@ -172,11 +200,23 @@ fuzz_target!(|input: Input<'_>| {
         &json!({"Register": {"app": a, "key": b, "host": input.host, "language": c, "api_version": d}}),
     );
     check_same(
-        &encode_all(&StartRequest { timestamp: Timestamp(t0), request_id: a }, true),
+        &encode_all(
+            &StartRequest {
+                timestamp: Timestamp(t0),
+                request_id: a,
+            },
+            true,
+        ),
         &json!({"StartRequest": {"timestamp": ts(t0), "request_id": a}}),
     );
     check_same(
-        &encode_all(&FinishRequest { timestamp: Timestamp(t1), request_id: e }, true),
+        &encode_all(
+            &FinishRequest {
+                timestamp: Timestamp(t1),
+                request_id: e,
+            },
+            true,
+        ),
         &json!({"FinishRequest": {"timestamp": ts(t1), "request_id": e}}),
     );
     check_same(
@@ -194,7 +234,14 @@ fuzz_target!(|input: Input<'_>| {
                 "parent_id": input.parent, "operation": f}}),
     );
     check_same(
-        &encode_all(&StopSpan { timestamp: Timestamp(t1), request_id: g, span_id: h }, true),
+        &encode_all(
+            &StopSpan {
+                timestamp: Timestamp(t1),
+                request_id: g,
+                span_id: h,
+            },
+            true,
+        ),
         &json!({"StopSpan": {"timestamp": ts(t1), "request_id": g, "span_id": h}}),
     );
     let v0 = values.first().copied().unwrap_or(Value::Str(h));
@@ -202,14 +249,25 @@ fuzz_target!(|input: Input<'_>| {
     let want_v = MVal::of(&v0).expected_json();
     check_same(
         &encode_all(
-            &TagRequest { timestamp: Timestamp(t0), request_id: a, tag: g, value: v0 },
+            &TagRequest {
+                timestamp: Timestamp(t0),
+                request_id: a,
+                tag: g,
+                value: v0,
+            },
             ascii,
         ),
         &json!({"TagRequest": {"timestamp": ts(t0), "request_id": a, "tag": g, "value": want_v}}),
     );
     check_same(
         &encode_all(
-            &TagSpan { timestamp: Timestamp(t1), request_id: b, span_id: c, tag: d, value: v0 },
+            &TagSpan {
+                timestamp: Timestamp(t1),
+                request_id: b,
+                span_id: c,
+                tag: d,
+                value: v0,
+            },
             ascii,
         ),
         &json!({"TagSpan": {"timestamp": ts(t1), "request_id": b, "span_id": c, "tag": d,
@@ -217,14 +275,25 @@ fuzz_target!(|input: Input<'_>| {
     );
     check_same(
         &encode_all(
-            &ApplicationEvent { timestamp: Timestamp(t0), event_type: e, event_value: v0, source: f },
+            &ApplicationEvent {
+                timestamp: Timestamp(t0),
+                event_type: e,
+                event_value: v0,
+                source: f,
+            },
             ascii,
         ),
         &json!({"ApplicationEvent": {"timestamp": ts(t0), "event_type": e, "event_value": want_v,
                 "source": f}}),
     );
-    check_same(&encode_all(&CoreAgentVersion, true), &json!({"CoreAgentVersion": {}}));
-    check_same(&encode_all(&CoreAgentShutdown, true), &json!({"CoreAgentShutdown": {}}));
+    check_same(
+        &encode_all(&CoreAgentVersion, true),
+        &json!({"CoreAgentVersion": {}}),
+    );
+    check_same(
+        &encode_all(&CoreAgentShutdown, true),
+        &json!({"CoreAgentShutdown": {}}),
+    );
     // A batch of values and of mixed commands.
     let ascii = !values.iter().any(utf8_json);
     let want: Vec<J> = values.iter().map(|v| MVal::of(v).expected_json()).collect();
@@ -235,7 +304,11 @@ fuzz_target!(|input: Input<'_>| {
     let stops: Vec<StopSpan<'_>> = input
         .s
         .iter()
-        .map(|s| StopSpan { timestamp: Timestamp(t0 ^ t1), request_id: s, span_id: a })
+        .map(|s| StopSpan {
+            timestamp: Timestamp(t0 ^ t1),
+            request_id: s,
+            span_id: a,
+        })
         .collect();
     let want: Vec<J> = input
         .s

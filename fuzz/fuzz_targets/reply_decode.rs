@@ -22,10 +22,17 @@ fuzz_target!(|data: &[u8]| {
     let decoded = decode_reply(data);
     let text = std::str::from_utf8(data);
     if let Err(ReplyError::Syntax(at)) = decoded {
-        assert!(at <= data.len(), "error offset {at} past the end ({})", data.len());
+        assert!(
+            at <= data.len(),
+            "error offset {at} past the end ({})",
+            data.len()
+        );
     }
     let Ok(s) = text else {
-        assert!(matches!(decoded, Err(ReplyError::Syntax(_))), "non-UTF-8 decoded: {decoded:?}");
+        assert!(
+            matches!(decoded, Err(ReplyError::Syntax(_))),
+            "non-UTF-8 decoded: {decoded:?}"
+        );
         return;
     };
 
@@ -36,7 +43,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(serde_ok, "RawJson accepted what serde_json refuses: {s:?}");
     }
     if let Err(e) = raw_ok {
-        assert!(e.at <= s.len(), "RawJson error offset {} past the end", e.at);
+        assert!(
+            e.at <= s.len(),
+            "RawJson error offset {} past the end",
+            e.at
+        );
         assert!(
             !serde_ok || bracket_depth(s) > MAX_DEPTH,
             "RawJson refused valid JSON (depth {}): {s:?} ({e})",
@@ -88,11 +99,17 @@ fuzz_target!(|data: &[u8]| {
         Err(ReplyError::Syntax(_)) => {
             // Valid JSON may be refused as `Syntax` when it is not an object at all (`[1]`,
             // `{}`), but never a well-shaped reply nesting at most 64 deep.
-            if serde_ok && bracket_depth(s) <= MAX_DEPTH && let Some(doc) = Json::parse(s) {
+            if serde_ok
+                && bracket_depth(s) <= MAX_DEPTH
+                && let Some(doc) = Json::parse(s)
+            {
                 let well_shaped = doc
                     .as_obj()
                     .is_some_and(|m| m.len() == 1 && m[0].1.as_obj().is_some());
-                assert!(!well_shaped, "well-shaped reply refused as a syntax error: {s:?}");
+                assert!(
+                    !well_shaped,
+                    "well-shaped reply refused as a syntax error: {s:?}"
+                );
             }
         }
         Err(e) => panic!("new ReplyError variant {e:?}: extend the target"),

@@ -12,7 +12,9 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use scout_core::command::{FrameError, RequestBatch, encoded_len, write_frame, write_frame_to_slice};
+use scout_core::command::{
+    FrameError, RequestBatch, encoded_len, write_frame, write_frame_to_slice,
+};
 use scout_core::json::{BufferFull, FnSink};
 use scout_core::request::NoOpenSpan;
 use scout_core::{
@@ -103,7 +105,11 @@ impl<'a> Val<'a> {
             Val::Int(i) => Value::Int(i),
             Val::Float(f) => Value::Float(f),
             Val::Nan => Value::Float(f64::NAN),
-            Val::Inf(neg) => Value::Float(if neg { f64::NEG_INFINITY } else { f64::INFINITY }),
+            Val::Inf(neg) => Value::Float(if neg {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            }),
             Val::NegZero => Value::Float(-0.0),
             Val::Bool(b) => Value::Bool(b),
             Val::Null => Value::Null,
@@ -141,15 +147,45 @@ enum Idx {
 
 #[derive(Arbitrary, Debug)]
 enum Op<'a> {
-    Begin { limit: u8, unlimited: bool, t: u64, seed: [u8; 16] },
-    Start { name: Name<'a>, flags: u8, t: u64 },
-    StartParts { parts: Vec<Name<'a>>, flags: u8, t: u64 },
-    Stop { t: u64 },
-    StopAt { idx: Idx, t: u64 },
-    TagSpan { key: Name<'a>, val: Val<'a> },
-    TagSpanAt { idx: Idx, key: Name<'a>, val: Val<'a> },
-    TagRequest { key: Name<'a>, val: Val<'a> },
-    Finish { t: u64 },
+    Begin {
+        limit: u8,
+        unlimited: bool,
+        t: u64,
+        seed: [u8; 16],
+    },
+    Start {
+        name: Name<'a>,
+        flags: u8,
+        t: u64,
+    },
+    StartParts {
+        parts: Vec<Name<'a>>,
+        flags: u8,
+        t: u64,
+    },
+    Stop {
+        t: u64,
+    },
+    StopAt {
+        idx: Idx,
+        t: u64,
+    },
+    TagSpan {
+        key: Name<'a>,
+        val: Val<'a>,
+    },
+    TagSpanAt {
+        idx: Idx,
+        key: Name<'a>,
+        val: Val<'a>,
+    },
+    TagRequest {
+        key: Name<'a>,
+        val: Val<'a>,
+    },
+    Finish {
+        t: u64,
+    },
     MarkReal,
 }
 
@@ -299,7 +335,11 @@ impl Model {
             return SpanStart::Dropped(DropReason::NotOpen);
         }
         self.started_any = true;
-        let real_depth = self.stack.iter().filter(|e| !matches!(e, Entry::Overflow)).count();
+        let real_depth = self
+            .stack
+            .iter()
+            .filter(|e| !matches!(e, Entry::Overflow))
+            .count();
         if real_depth >= self.caps.depth {
             if known("depth-undo") {
                 self.depth_undo_as_implemented(op, op_bytes, flags);
@@ -385,7 +425,8 @@ impl Model {
             count(&mut self.drops, DropReason::SpanCapacity);
         } else {
             self.arena += op_bytes;
-            if self.operation.is_none() && (op.starts_with("Controller/") || op.starts_with("Job/")) {
+            if self.operation.is_none() && (op.starts_with("Controller/") || op.starts_with("Job/"))
+            {
                 self.operation = Some(self.spans.len() as u16);
                 self.real = true;
             }
@@ -485,7 +526,13 @@ impl Model {
         Ok(())
     }
 
-    fn tag_span_at(&mut self, i: u16, key: &str, kb: usize, v: &Value<'_>) -> Result<(), DropReason> {
+    fn tag_span_at(
+        &mut self,
+        i: u16,
+        key: &str,
+        kb: usize,
+        v: &Value<'_>,
+    ) -> Result<(), DropReason> {
         if usize::from(i) >= self.spans.len() {
             return Ok(());
         }
@@ -549,7 +596,11 @@ impl Model {
 fn check_light<S: Storage>(req: &Request<S>, m: &Model, step: usize) {
     assert_eq!(req.depth(), m.stack.len(), "step {step}: depth");
     assert_eq!(req.is_open(), m.st == St::Open, "step {step}: is_open");
-    assert_eq!(req.is_finished(), m.st == St::Finished, "step {step}: is_finished");
+    assert_eq!(
+        req.is_finished(),
+        m.st == St::Finished,
+        "step {step}: is_finished"
+    );
     // The brief's invariant, stated directly: once begun, finished iff nothing is open (a
     // request that has not started a span yet is open with depth 0).
     if m.st != St::Idle {
@@ -567,11 +618,17 @@ fn check_light<S: Storage>(req: &Request<S>, m: &Model, step: usize) {
     assert_eq!(req.span_count(), m.spans.len(), "step {step}: span_count");
     assert_eq!(
         req.operation(),
-        m.operation.and_then(|i| m.spans.get(usize::from(i))).map(|s| s.op.as_str()),
+        m.operation
+            .and_then(|i| m.spans.get(usize::from(i)))
+            .map(|s| s.op.as_str()),
         "step {step}: operation()"
     );
     assert_eq!(req.is_real(), m.real, "step {step}: is_real");
-    assert_eq!(req.start_time(), Timestamp(m.start), "step {step}: start_time");
+    assert_eq!(
+        req.start_time(),
+        Timestamp(m.start),
+        "step {step}: start_time"
+    );
     assert_eq!(req.end_time(), Timestamp(m.end), "step {step}: end_time");
 }
 
@@ -581,7 +638,11 @@ fn check_tags<'r>(
     what: (&str, usize),
 ) {
     let got: Vec<(&str, Value<'_>)> = got.collect();
-    assert_eq!(got.len(), want.len(), "{what:?}: tag count {got:?} vs {want:?}");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what:?}: tag count {got:?} vs {want:?}"
+    );
     for ((gk, gv), (wk, wv)) in got.iter().zip(want) {
         assert_eq!(gk, wk, "{what:?}: tag key");
         assert!(wv.same(gv), "{what:?}: tag {wk:?}: got {gv:?}, want {wv:?}");
@@ -592,14 +653,21 @@ fn check_full<S: Storage>(req: &Request<S>, m: &Model, monotonic: bool) {
     // spans(): every completed span exactly once, in completion order.
     let views: Vec<_> = req.spans().collect();
     let order: Vec<u16> = views.iter().map(|v| v.index().0).collect();
-    assert_eq!(order, m.done, "spans() must yield each completed span once, in completion order");
+    assert_eq!(
+        order, m.done,
+        "spans() must yield each completed span once, in completion order"
+    );
     for v in &views {
         let i = v.index().0;
         let ms = &m.spans[usize::from(i)];
         assert_eq!(v.operation(), ms.op, "span {i}: operation");
         assert_eq!(v.start_time(), Timestamp(ms.start), "span {i}: start");
         assert_eq!(v.end_time(), Timestamp(ms.end), "span {i}: end");
-        assert_eq!(v.duration_us(), ms.end.saturating_sub(ms.start), "span {i}: duration");
+        assert_eq!(
+            v.duration_us(),
+            ms.end.saturating_sub(ms.start),
+            "span {i}: duration"
+        );
         if monotonic {
             assert!(v.end_time() >= v.start_time(), "span {i}: end before start");
         }
@@ -607,14 +675,22 @@ fn check_full<S: Storage>(req: &Request<S>, m: &Model, monotonic: bool) {
         let parent = v.parent().map(|p| p.0);
         if let Some(p) = parent {
             assert!(p < i, "span {i}: parent {p} did not start earlier");
-            assert!(usize::from(p) < m.spans.len(), "span {i}: parent {p} not recorded");
+            assert!(
+                usize::from(p) < m.spans.len(),
+                "span {i}: parent {p} not recorded"
+            );
         }
-        assert_eq!(parent, ms.parent, "span {i}: parent is the innermost open recorded span");
+        assert_eq!(
+            parent, ms.parent,
+            "span {i}: parent is the innermost open recorded span"
+        );
         check_tags(v.tags(), &ms.tags, ("span", usize::from(i)));
     }
     // Open spans are readable too; their end is their start.
     for (i, ms) in m.spans.iter().enumerate() {
-        let v = req.span(SpanIdx(i as u16)).expect("recorded span readable by index");
+        let v = req
+            .span(SpanIdx(i as u16))
+            .expect("recorded span readable by index");
         assert_eq!(v.operation(), ms.op);
         if !ms.done {
             assert_eq!(v.end_time(), v.start_time(), "open span {i}: end == start");
@@ -630,11 +706,16 @@ fn ts(t: u64) -> String {
 }
 
 /// The single `{"Name": {...}}` member of a command.
-fn command<'v>(c: &'v serde_json::Value) -> (&'v str, &'v serde_json::Map<String, serde_json::Value>) {
+fn command<'v>(
+    c: &'v serde_json::Value,
+) -> (&'v str, &'v serde_json::Map<String, serde_json::Value>) {
     let o = c.as_object().expect("command is an object");
     assert_eq!(o.len(), 1, "command has one key: {c}");
     let (k, v) = o.iter().next().expect("one key");
-    (k.as_str(), v.as_object().expect("command body is an object"))
+    (
+        k.as_str(),
+        v.as_object().expect("command body is an object"),
+    )
 }
 
 fn expect_fields(
@@ -644,7 +725,9 @@ fn expect_fields(
 ) {
     assert_eq!(body.len(), want.len(), "{what}: fields {body:?}");
     for (k, w) in want {
-        let g = body.get(*k).unwrap_or_else(|| panic!("{what}: missing {k}"));
+        let g = body
+            .get(*k)
+            .unwrap_or_else(|| panic!("{what}: missing {k}"));
         assert!(json_value_matches(g, w), "{what}: {k}: got {g}, want {w}");
     }
 }
@@ -672,7 +755,11 @@ fn check_encoding<S: Storage>(req: &Request<S>, m: &Model) {
     }
     // The streaming encoder writes the same bytes.
     let mut streamed = Vec::with_capacity(len + 4);
-    let r = write_frame(&batch, &mut FnSink(|b: &[u8]| streamed.extend_from_slice(b)), usize::MAX);
+    let r = write_frame(
+        &batch,
+        &mut FnSink(|b: &[u8]| streamed.extend_from_slice(b)),
+        usize::MAX,
+    );
     assert_eq!(r, Ok(len + 4));
     assert_eq!(streamed, buf, "write_frame and write_frame_to_slice differ");
 
@@ -684,14 +771,23 @@ fn check_encoding<S: Storage>(req: &Request<S>, m: &Model) {
         .chain(m.req_tags.iter())
         .any(|(_, v)| matches!(v, MVal::Json(j) if !j.is_ascii()));
     if !raw_non_ascii {
-        assert!(body.is_ascii(), "encoder output must be ASCII: {}", String::from_utf8_lossy(body));
+        assert!(
+            body.is_ascii(),
+            "encoder output must be ASCII: {}",
+            String::from_utf8_lossy(body)
+        );
     }
     let doc: J = serde_json::from_slice(body).unwrap_or_else(|e| {
-        panic!("RequestBatch is not JSON ({e}): {}", String::from_utf8_lossy(body))
+        panic!(
+            "RequestBatch is not JSON ({e}): {}",
+            String::from_utf8_lossy(body)
+        )
     });
     let top = doc.as_object().expect("object");
     assert_eq!(top.len(), 1);
-    let cmds = doc["BatchCommand"]["commands"].as_array().expect("commands array");
+    let cmds = doc["BatchCommand"]["commands"]
+        .as_array()
+        .expect("commands array");
     assert_eq!(doc["BatchCommand"].as_object().map(|o| o.len()), Some(1));
 
     let rid = req.ids().request_id().as_str().to_owned();
@@ -702,7 +798,14 @@ fn check_encoding<S: Storage>(req: &Request<S>, m: &Model) {
 
     let (name, b) = command(next("StartRequest"));
     assert_eq!(name, "StartRequest");
-    expect_fields(b, &[("timestamp", J::from(t0.clone())), ("request_id", J::from(rid.clone()))], name);
+    expect_fields(
+        b,
+        &[
+            ("timestamp", J::from(t0.clone())),
+            ("request_id", J::from(rid.clone())),
+        ],
+        name,
+    );
     for (k, v) in &m.req_tags {
         let (name, b) = command(next("TagRequest"));
         assert_eq!(name, "TagRequest");
@@ -721,7 +824,9 @@ fn check_encoding<S: Storage>(req: &Request<S>, m: &Model) {
         let s = &m.spans[usize::from(i)];
         let sid = m.ids.span_id(i).as_str().to_owned();
         let start = ts(s.start);
-        let parent = s.parent.map_or(J::Null, |p| J::from(m.ids.span_id(p).as_str()));
+        let parent = s
+            .parent
+            .map_or(J::Null, |p| J::from(m.ids.span_id(p).as_str()));
         let (name, b) = command(next("StartSpan"));
         assert_eq!(name, "StartSpan");
         expect_fields(
@@ -764,7 +869,14 @@ fn check_encoding<S: Storage>(req: &Request<S>, m: &Model) {
     }
     let (name, b) = command(next("FinishRequest"));
     assert_eq!(name, "FinishRequest");
-    expect_fields(b, &[("timestamp", J::from(ts(m.end))), ("request_id", J::from(rid))], name);
+    expect_fields(
+        b,
+        &[
+            ("timestamp", J::from(ts(m.end))),
+            ("request_id", J::from(rid)),
+        ],
+        name,
+    );
     assert!(it.next().is_none(), "extra commands");
 }
 
@@ -790,13 +902,22 @@ fn run<const SP: usize, const TG: usize, const AR: usize, const DP: usize>(input
     for (step, op) in input.ops.iter().enumerate() {
         let step = step + 1;
         match op {
-            Op::Begin { limit, unlimited, t, seed } => {
+            Op::Begin {
+                limit,
+                unlimited,
+                t,
+                seed,
+            } => {
                 check_full(&*req, &m, input.monotonic);
                 if encodes < 4 {
                     encodes += 1;
                     check_encoding(&*req, &m);
                 }
-                let limit = if *unlimited { u32::MAX } else { u32::from(*limit) };
+                let limit = if *unlimited {
+                    u32::MAX
+                } else {
+                    u32::from(*limit)
+                };
                 let ids = RequestIds::from_parts(
                     *seed,
                     [u64::from_le_bytes(seed[..8].try_into().unwrap()), 7],
@@ -842,20 +963,35 @@ fn run<const SP: usize, const TG: usize, const AR: usize, const DP: usize>(input
                 let v = val.value();
                 let got = req.tag_span(key.text(), v);
                 let want = m.tag_span(key.as_str(), key.arena_bytes(), &v);
-                assert_eq!(got, want, "step {step}: tag_span({:?}, {v:?})", key.as_str());
+                assert_eq!(
+                    got,
+                    want,
+                    "step {step}: tag_span({:?}, {v:?})",
+                    key.as_str()
+                );
             }
             Op::TagSpanAt { idx, key, val } => {
                 let v = val.value();
                 let i = m.resolve_idx(*idx);
                 let got = req.tag_span_at(SpanIdx(i), key.text(), v);
                 let want = m.tag_span_at(i, key.as_str(), key.arena_bytes(), &v);
-                assert_eq!(got, want, "step {step}: tag_span_at({i}, {:?}, {v:?})", key.as_str());
+                assert_eq!(
+                    got,
+                    want,
+                    "step {step}: tag_span_at({i}, {:?}, {v:?})",
+                    key.as_str()
+                );
             }
             Op::TagRequest { key, val } => {
                 let v = val.value();
                 let got = req.tag_request(key.text(), v);
                 let want = m.tag_request(key.as_str(), key.arena_bytes(), &v);
-                assert_eq!(got, want, "step {step}: tag_request({:?}, {v:?})", key.as_str());
+                assert_eq!(
+                    got,
+                    want,
+                    "step {step}: tag_request({:?}, {v:?})",
+                    key.as_str()
+                );
             }
             Op::Finish { t } => {
                 let now = clock(*t);

@@ -54,7 +54,9 @@ fn days(y: i64, m: u32, d: u32) -> i64 {
 }
 
 fn digits(b: &[u8]) -> Option<u32> {
-    b.iter().try_fold(0u32, |v, &c| c.is_ascii_digit().then(|| v * 10 + u32::from(c - b'0')))
+    b.iter().try_fold(0u32, |v, &c| {
+        c.is_ascii_digit().then(|| v * 10 + u32::from(c - b'0'))
+    })
 }
 
 /// Strict RFC 3339 (section 5.6), UTC result in microseconds; `None` outside the strict form.
@@ -162,9 +164,17 @@ fuzz_target!(|data: &[u8]| {
             let clamped = t.min(MAX);
             let f = text(Timestamp(t));
             assert_eq!(f, reference_format(clamped), "to_rfc3339({t})");
-            assert_eq!(Timestamp::parse_rfc3339(&f), Some(Timestamp(clamped)), "{f}");
+            assert_eq!(
+                Timestamp::parse_rfc3339(&f),
+                Some(Timestamp(clamped)),
+                "{f}"
+            );
             let z = format!("{}Z", &f[..26]);
-            assert_eq!(Timestamp::parse_rfc3339(&z), Some(Timestamp(clamped)), "{z}");
+            assert_eq!(
+                Timestamp::parse_rfc3339(&z),
+                Some(Timestamp(clamped)),
+                "{z}"
+            );
             let ms = format!("{}Z", &f[..23]);
             assert_eq!(
                 Timestamp::parse_rfc3339(&ms),

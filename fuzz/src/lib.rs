@@ -223,15 +223,6 @@ pub fn json_value_matches(got: &serde_json::Value, want: &serde_json::Value) -> 
     }
 }
 
-/// Takes `n` bytes of `data` as a (lossy) string, advancing `data`: cheap string material for
-/// targets that want several independent strings.
-pub fn take_str(data: &mut &[u8], n: usize) -> String {
-    let n = n.min(data.len());
-    let (a, b) = data.split_at(n);
-    *data = b;
-    String::from_utf8_lossy(a).into_owned()
-}
-
 /// True if finding `id` is listed in `SCOUT_FUZZ_KNOWN` (comma-separated). A target then steers
 /// around that finding's inputs instead of failing on them, so that a run can look for other
 /// bugs while a reported one is being fixed. Unset (as in CI), every check is active.

@@ -624,6 +624,21 @@ fn check_light<S: Storage>(req: &Request<S>, m: &Model, step: usize) {
         "step {step}: operation()"
     );
     assert_eq!(req.is_real(), m.real, "step {step}: is_real");
+    let innermost = if m.st != St::Open {
+        None
+    } else if known("stale-parent") {
+        m.top_as_implemented
+    } else {
+        m.stack.iter().rev().find_map(|e| match e {
+            Entry::Rec(i, _) => Some(*i),
+            _ => None,
+        })
+    };
+    assert_eq!(
+        req.innermost_span(),
+        innermost.map(SpanIdx),
+        "step {step}: innermost_span"
+    );
     assert_eq!(
         req.start_time(),
         Timestamp(m.start),

@@ -391,6 +391,8 @@ pub struct EnvReport {
     pub rejected: u32,
     /// `SCOUT_*` variables that name no setting (ignored).
     pub unknown: u32,
+    /// Deprecated aliases not applied because the current name was also set.
+    pub overridden: u32,
 }
 
 /// The agent's settings. Field docs give each default; see the crate docs for the layering.
@@ -547,6 +549,14 @@ const ALIASES: [(&str, &str); 4] = [
     ("log_level", "core_agent_log_level"),
     ("log_file", "core_agent_log_file"),
     ("config_file", "core_agent_config_file"),
+];
+
+/// The environment variables of [`ALIASES`], in the same order.
+const ALIAS_VARIABLES: [&str; 4] = [
+    "SCOUT_SOCKET_PATH",
+    "SCOUT_LOG_LEVEL",
+    "SCOUT_LOG_FILE",
+    "SCOUT_CONFIG_FILE",
 ];
 
 /// Default download location of Scout's core agent.
@@ -924,6 +934,10 @@ impl Config {
     {
         let mut report = EnvReport::default();
         let mut canonical_set = [false; ALIASES.len()];
+        // Aliases wait until every variable was seen: they apply only if the current name was
+        // not set, wherever it came in the list. Their values are kept here (no heap).
+        let mut pending: [Option<([u8; PATH_CAP], usize)>; ALIASES.len()] = [None; ALIASES.len()];
+        let mut pending_too_long = [false; ALIASES.len()];
         let mut lower = [0u8; 64];
         for (k, v) in vars {
             let (var, value) = (k.as_ref(), v.as_ref());
@@ -944,26 +958,72 @@ impl Config {
             if let Some(i) = ALIASES.iter().position(|(_, c)| *c == key) {
                 canonical_set[i] = true;
             }
-            if let Some(i) = ALIASES.iter().position(|(a, _)| *a == key)
-                && canonical_set[i]
-            {
+            if let Some(i) = ALIASES.iter().position(|(a, _)| *a == key) {
+                if pending[i].is_some() || pending_too_long[i] {
+                    // The same alias twice: the later one wins, the earlier one is overridden.
+                    report.overridden += 1;
+                }
+                if value.len() > PATH_CAP {
+                    pending[i] = None;
+                    pending_too_long[i] = true;
+                } else {
+                    let mut buf = [0u8; PATH_CAP];
+                    buf[..value.len()].copy_from_slice(value.as_bytes());
+                    pending[i] = Some((buf, value.len()));
+                    pending_too_long[i] = false;
+                }
                 continue;
             }
-            match self.set(key, value) {
-                Ok(()) => report.applied += 1,
-                Err(ErrorKind::UnknownKey) => report.unknown += 1,
-                Err(kind) => {
+            self.apply_one(key, var, value, &mut report, &mut on_error);
+        }
+        for (i, (alias, _)) in ALIASES.iter().enumerate() {
+            if pending[i].is_none() && !pending_too_long[i] {
+                continue;
+            }
+            if canonical_set[i] {
+                report.overridden += 1;
+                continue;
+            }
+            let variable = ALIAS_VARIABLES[i];
+            match &pending[i] {
+                Some((buf, len)) => {
+                    let value = core::str::from_utf8(&buf[..*len]).unwrap_or("");
+                    self.apply_one(alias, variable, value, &mut report, &mut on_error);
+                }
+                None => {
                     report.rejected += 1;
-                    let secret = key == "key";
                     on_error(EnvError {
-                        variable: var,
-                        value: (!secret).then_some(value),
-                        kind,
+                        variable,
+                        value: None,
+                        kind: ErrorKind::TooLong { max: PATH_CAP },
                     });
                 }
             }
         }
         report
+    }
+
+    fn apply_one<F: FnMut(EnvError<'_>)>(
+        &mut self,
+        key: &str,
+        var: &str,
+        value: &str,
+        report: &mut EnvReport,
+        on_error: &mut F,
+    ) {
+        match self.set(key, value) {
+            Ok(()) => report.applied += 1,
+            Err(ErrorKind::UnknownKey) => report.unknown += 1,
+            Err(kind) => {
+                report.rejected += 1;
+                let secret = key == "key";
+                on_error(EnvError {
+                    variable: var,
+                    value: (!secret).then_some(value),
+                    kind,
+                });
+            }
+        }
     }
 
     /// The address of the core agent, parsed.
@@ -1147,7 +1207,8 @@ mod tests {
             EnvReport {
                 applied: 5,
                 rejected: 3,
-                unknown: 1
+                unknown: 1,
+                overridden: 0
             }
         );
         assert_eq!(seen.len(), 3);
@@ -1171,6 +1232,18 @@ mod tests {
             c.apply_env(order, |_| panic!());
             assert_eq!(c.core_agent_socket_path.as_str(), "/new.sock");
         }
+        // An alias that comes first is not applied, nor reported, when the current name is set.
+        let mut c = Config::new();
+        let r = c.apply_env(
+            [
+                ("SCOUT_SOCKET_PATH", "bad\u{0}"),
+                ("SCOUT_CORE_AGENT_SOCKET_PATH", "/new.sock"),
+                ("SCOUT_LOG_LEVEL", "loud"),
+            ],
+            |e| assert_eq!(e.variable, "SCOUT_LOG_LEVEL"),
+        );
+        assert_eq!(c.core_agent_socket_path.as_str(), "/new.sock");
+        assert_eq!((r.applied, r.rejected, r.overridden), (1, 1, 1));
         let mut c = Config::new();
         c.apply_env([("SCOUT_LOG_LEVEL", "DEBUG")], |_| panic!());
         assert_eq!(c.core_agent_log_level.as_str(), "debug");

@@ -293,7 +293,7 @@ impl core::fmt::Write for FmtBuf {
 }
 
 /// Writes a float as the shortest text that reads back to the same value (like Python's
-/// `repr`, e.g. `0.5`, `1.0`, `1e-7`); NaN and infinities become `null`.
+/// `repr`, e.g. `0.5`, `1.0`, `1e-07`, `5.2e+54`); NaN and infinities become `null`.
 pub fn write_f64<S: Sink + ?Sized>(out: &mut S, v: f64) -> Result<(), S::Error> {
     if !v.is_finite() {
         return out.write(b"null");
@@ -307,7 +307,23 @@ pub fn write_f64<S: Sink + ?Sized>(out: &mut S, v: f64) -> Result<(), S::Error> 
     if write!(fb, "{v:?}").is_err() {
         return out.write(b"null");
     }
-    out.write(&fb.buf[..fb.len])
+    let text = &fb.buf[..fb.len];
+    // Python writes exponents with a sign and at least two digits (`1e-05`, `5.2e+54`).
+    match text.iter().position(|&b| b == b'e') {
+        None => out.write(text),
+        Some(e) => {
+            out.write(&text[..=e])?;
+            let (sign, digits) = match text.get(e + 1) {
+                Some(b'-') => (b"-", &text[e + 2..]),
+                _ => (b"+", &text[e + 1..]),
+            };
+            out.write(sign)?;
+            if digits.len() < 2 {
+                out.write(b"0")?;
+            }
+            out.write(digits)
+        }
+    }
 }
 
 /// Writes `true` or `false`.
@@ -360,6 +376,19 @@ mod tests {
         v.extend_from_slice(b" ").unwrap();
         write_f64(&mut v, f64::NEG_INFINITY).unwrap();
         assert_eq!(&v[..], b"-9223372036854775808 0 0.5 1.0 null null");
+        // Python's repr: exponent with a sign and two digits at least.
+        for (x, py) in [
+            (1e-5, "1e-05"),
+            (5.2e54, "5.2e+54"),
+            (1e16, "1e+16"),
+            (1.5e-300, "1.5e-300"),
+            (0.0001, "0.0001"),
+            (-2e22, "-2e+22"),
+        ] {
+            let mut v: heapless::Vec<u8, 64> = heapless::Vec::new();
+            write_f64(&mut v, x).unwrap();
+            assert_eq!(core::str::from_utf8(&v).unwrap(), py);
+        }
     }
 
     #[test]

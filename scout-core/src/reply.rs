@@ -55,16 +55,19 @@ impl core::error::Error for ReplyError {}
 /// decoded (replies from core agents contain none in practice).
 pub fn decode_reply(body: &[u8]) -> Result<Reply<'_>, ReplyError> {
     let text = core::str::from_utf8(body).map_err(|e| ReplyError::Syntax(e.valid_up_to()))?;
+    // Syntax first, so that invalid JSON is never reported as a shape problem.
+    validate_json(body).map_err(|e| ReplyError::Syntax(e.at))?;
+    // From here on the text is valid JSON: anything unexpected is a shape problem.
     let mut p = Parser {
         b: text.as_bytes(),
         i: 0,
     };
     p.ws();
-    p.expect(b'{').map_err(ReplyError::Syntax)?;
+    p.expect(b'{').map_err(|_| ReplyError::Shape)?;
     p.ws();
-    let (ks, ke) = p.string().map_err(ReplyError::Syntax)?;
+    let (ks, ke) = p.string().map_err(|_| ReplyError::Shape)?;
     p.ws();
-    p.expect(b':').map_err(ReplyError::Syntax)?;
+    p.expect(b':').map_err(|_| ReplyError::Shape)?;
     p.ws();
     let mut reply = Reply {
         command: &text[ks..ke],
@@ -73,7 +76,7 @@ pub fn decode_reply(body: &[u8]) -> Result<Reply<'_>, ReplyError> {
         version: None,
     };
     if p.peek() != Some(b'{') {
-        p.value(1).map_err(ReplyError::Syntax)?;
+        p.value(1).map_err(|_| ReplyError::Shape)?;
         p.finish_object_tail(text)?;
         return Err(ReplyError::Shape);
     }
@@ -84,13 +87,13 @@ pub fn decode_reply(body: &[u8]) -> Result<Reply<'_>, ReplyError> {
     } else {
         loop {
             p.ws();
-            let (fs, fe) = p.string().map_err(ReplyError::Syntax)?;
+            let (fs, fe) = p.string().map_err(|_| ReplyError::Shape)?;
             p.ws();
-            p.expect(b':').map_err(ReplyError::Syntax)?;
+            p.expect(b':').map_err(|_| ReplyError::Shape)?;
             p.ws();
             let field = &text[fs..fe];
             if p.peek() == Some(b'"') {
-                let (vs, ve) = p.string().map_err(ReplyError::Syntax)?;
+                let (vs, ve) = p.string().map_err(|_| ReplyError::Shape)?;
                 let v = Some(&text[vs..ve]);
                 match field {
                     "result" => reply.result = v,
@@ -99,13 +102,13 @@ pub fn decode_reply(body: &[u8]) -> Result<Reply<'_>, ReplyError> {
                     _ => {}
                 }
             } else {
-                p.value(2).map_err(ReplyError::Syntax)?;
+                p.value(2).map_err(|_| ReplyError::Shape)?;
             }
             p.ws();
             match p.next() {
                 Some(b',') => continue,
                 Some(b'}') => break,
-                _ => return Err(ReplyError::Syntax(p.i)),
+                _ => return Err(ReplyError::Shape),
             }
         }
     }
@@ -159,12 +162,11 @@ impl Parser<'_> {
         self.ws();
         match self.next() {
             Some(b'}') => {}
-            Some(b',') => return Err(ReplyError::Shape),
-            _ => return Err(ReplyError::Syntax(self.i)),
+            _ => return Err(ReplyError::Shape),
         }
         self.ws();
         if self.i != self.b.len() {
-            return Err(ReplyError::Syntax(self.i));
+            return Err(ReplyError::Shape);
         }
         Ok(())
     }
@@ -326,8 +328,9 @@ mod tests {
             decode_reply(br#"{"A": {"result": "Success"}"#),
             Err(ReplyError::Syntax(_))
         ));
+        assert!(matches!(decode_reply(br#"[1]"#), Err(ReplyError::Shape)));
         assert!(matches!(
-            decode_reply(br#"[1]"#),
+            decode_reply(b"{\"\":8,"),
             Err(ReplyError::Syntax(_))
         ));
         let deep = [b'['; 200];

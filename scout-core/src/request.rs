@@ -360,6 +360,14 @@ impl<S: Storage> Request<S> {
             self.drops.count(DropReason::NotOpen);
             return SpanStart::Dropped(DropReason::NotOpen);
         }
+        // While spans overflow the open-span stack, new ones are deeper still: count them as
+        // overflow too, so they stay above the overflowed ones.
+        if self.overflow_depth > 0 {
+            self.overflow_depth += 1;
+            self.drops.count(DropReason::Depth);
+            return SpanStart::Dropped(DropReason::Depth);
+        }
+        let before = (self.arena.len(), self.operation, self.real);
         let (marker, outcome) = self.decide_span(op, now, flags);
         match self.stack.try_push(marker) {
             Ok(()) => {
@@ -375,13 +383,22 @@ impl<S: Storage> Request<S> {
                 outcome
             }
             Err(_) => {
-                // Too deep: undo the record (it is the last span) and count.
-                if let SpanStart::Recorded(_) = outcome {
-                    let _ = self.spans.pop();
-                }
+                // Too deep: undo the record (it is the last span: its name, and the request's
+                // name if it gave one) and count once.
                 self.overflow_depth += 1;
-                self.drops.count(DropReason::Depth);
-                SpanStart::Dropped(DropReason::Depth)
+                match outcome {
+                    SpanStart::Recorded(_) => {
+                        let _ = self.spans.pop();
+                        self.arena.truncate(before.0);
+                        self.operation = before.1;
+                        self.real = before.2;
+                        self.drops.count(DropReason::Depth);
+                        SpanStart::Dropped(DropReason::Depth)
+                    }
+                    // Already counted (or deliberately ignored): one reason per span.
+                    SpanStart::Dropped(reason) => SpanStart::Dropped(reason),
+                    SpanStart::Ignored => SpanStart::Ignored,
+                }
             }
         }
     }
@@ -462,16 +479,9 @@ impl<S: Storage> Request<S> {
         match entry {
             IGNORED_TREE => self.ignored_depth = self.ignored_depth.saturating_sub(1),
             SKIPPED => {}
-            idx => {
-                let parent = self
-                    .spans
-                    .as_slice()
-                    .get(usize::from(idx))
-                    .map_or(NONE, |r| r.parent);
-                stop = self.complete(idx, now);
-                self.top_recorded = parent;
-            }
+            idx => stop = self.complete(idx, now),
         }
+        self.top_recorded = self.innermost_recorded_on_stack();
         if self.stack.is_empty() {
             self.state = State::Finished;
             self.end = now;
@@ -484,6 +494,10 @@ impl<S: Storage> Request<S> {
     /// dropped out of order, concurrent futures). Spans still open keep their parent. If the
     /// span is not open, nothing happens and `Err(NoOpenSpan)` is returned.
     pub fn stop_span_at(&mut self, span: SpanIdx, now: Timestamp) -> Result<SpanStop, NoOpenSpan> {
+        // Only indices of recorded spans name a span (the largest values are stack markers).
+        if usize::from(span.0) >= self.spans.len() || span.0 >= IGNORED_TREE {
+            return Err(NoOpenSpan);
+        }
         let stack = self.stack.as_slice();
         let Some(pos) = stack.iter().rposition(|&e| e == span.0) else {
             return Err(NoOpenSpan);
@@ -498,15 +512,19 @@ impl<S: Storage> Request<S> {
         self.stack.truncate(len - 1);
         let stop = self.complete(span.0, now);
         // The innermost recorded span may have changed.
-        self.top_recorded = self
-            .stack
+        self.top_recorded = self.innermost_recorded_on_stack();
+        Ok(stop)
+    }
+
+    /// The innermost recorded span still on the open-span stack.
+    fn innermost_recorded_on_stack(&self) -> u16 {
+        self.stack
             .as_slice()
             .iter()
             .rev()
             .copied()
             .find(|&e| e != SKIPPED && e != IGNORED_TREE)
-            .unwrap_or(NONE);
-        Ok(stop)
+            .unwrap_or(NONE)
     }
 
     /// Marks a recorded span (already removed from the stack) as completed.

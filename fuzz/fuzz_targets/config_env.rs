@@ -15,7 +15,6 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use scout_core::Config;
 use scout_core::config::{ErrorKind, KEYS, LIST_CAP, NAME_CAP, PATH_CAP, SHORT_CAP, Str};
-use scout_fuzz::known;
 
 const TYPICAL: &[&str] = &[
     "true",
@@ -283,69 +282,103 @@ fuzz_target!(|input: Input<'_>| {
         });
     });
 
-    // The model: each SCOUT_ variable through `set`, in order.
+    // The model, as documented: every SCOUT_ variable through `set`, in order, except the
+    // deprecated aliases, which apply afterwards (their last value), and only when their
+    // current name is not set anywhere in the list; skipped aliases count as `overridden`.
     let setting = |var: &str| var.strip_prefix("SCOUT_").map(str::to_ascii_lowercase);
     let mut m = start;
-    let (mut applied, mut rejected, mut unknown, mut skipped) = (0u32, 0u32, 0u32, 0u32);
+    let (mut applied, mut rejected, mut unknown, mut overridden) = (0u32, 0u32, 0u32, 0u32);
     let mut want_errors = Vec::new();
-    let mut seen = Vec::new();
     let n_scout = env.iter().filter(|(k, _)| k.starts_with("SCOUT_")).count();
     let mut first_rejected = None;
-    for (i, (var, value)) in env.iter().enumerate() {
-        let Some(key) = setting(var) else { continue };
-        seen.push(key.clone());
-        if let Some((_, current)) = ALIASES.iter().find(|(a, _)| *a == key) {
-            let current_set = if known("alias-order") {
-                // As implemented today: only a current name seen *earlier* wins.
-                seen.iter().any(|k| k == current)
-            } else {
-                // As documented: the alias applies only when the current name is not also set.
-                env.iter()
-                    .any(|(k, _)| setting(k).as_deref() == Some(*current))
-            };
-            if current_set {
-                skipped += 1;
-                continue;
-            }
-        }
-        match m.set(&key, value) {
-            Ok(()) => applied += 1,
-            Err(ErrorKind::UnknownKey) => unknown += 1,
+    let mut pending: Vec<Option<&String>> = vec![None; ALIASES.len()];
+    let apply = |m: &mut Config,
+                 key: &str,
+                 var: String,
+                 value: &String,
+                 counts: (&mut u32, &mut u32, &mut u32),
+                 errs: &mut Vec<Err_>| {
+        match m.set(key, value) {
+            Ok(()) => *counts.0 += 1,
+            Err(ErrorKind::UnknownKey) => *counts.2 += 1,
             Err(kind) => {
-                rejected += 1;
-                // (Removing a refused current name would let its alias apply: skip those.)
-                if first_rejected.is_none() && !ALIASES.iter().any(|(_, c)| *c == key) {
-                    first_rejected = Some(i);
-                }
-                want_errors.push(Err_ {
-                    variable: var.clone(),
+                *counts.1 += 1;
+                errs.push(Err_ {
+                    variable: var,
                     value: (key != "key").then(|| value.clone()),
                     kind,
                 });
             }
         }
+    };
+    for (i, (var, value)) in env.iter().enumerate() {
+        let Some(key) = setting(var) else { continue };
+        if let Some(a) = ALIASES.iter().position(|(alias, _)| *alias == key) {
+            if pending[a].is_some() {
+                overridden += 1;
+            }
+            pending[a] = Some(value);
+            continue;
+        }
+        let before = rejected;
+        apply(
+            &mut m,
+            &key,
+            var.clone(),
+            value,
+            (&mut applied, &mut rejected, &mut unknown),
+            &mut want_errors,
+        );
+        // (Removing a refused current name would let its alias apply: skip those.)
+        if rejected > before && first_rejected.is_none() && !ALIASES.iter().any(|(_, c)| *c == key)
+        {
+            first_rejected = Some(i);
+        }
     }
-    assert_eq!(
-        fp(&c),
-        fp(&m),
-        "apply_env != the variables applied one by one with set"
-    );
-    assert_eq!(errors, want_errors, "refused variables");
-    assert_eq!(report.rejected, rejected);
-    if !known("alias-count") {
-        assert_eq!(
-            report.applied as usize + report.rejected as usize + report.unknown as usize,
-            n_scout,
-            "applied + rejected + unknown == number of SCOUT_ variables ({report:?}, {skipped} aliases skipped)"
+    for (a, (alias, current)) in ALIASES.iter().enumerate() {
+        let Some(value) = pending[a] else { continue };
+        if env
+            .iter()
+            .any(|(k, _)| setting(k).as_deref() == Some(*current))
+        {
+            overridden += 1;
+            continue;
+        }
+        let var = format!("SCOUT_{}", alias.to_ascii_uppercase());
+        if value.len() > PATH_CAP {
+            rejected += 1;
+            want_errors.push(Err_ {
+                variable: var,
+                value: None,
+                kind: ErrorKind::TooLong { max: PATH_CAP },
+            });
+            continue;
+        }
+        apply(
+            &mut m,
+            alias,
+            var,
+            value,
+            (&mut applied, &mut rejected, &mut unknown),
+            &mut want_errors,
         );
     }
-    assert!(
-        report.applied >= applied && report.applied <= applied + skipped,
+    assert_eq!(fp(&c), fp(&m), "apply_env != the documented model");
+    assert_eq!(errors, want_errors, "refused variables");
+    assert_eq!(
+        (
+            report.applied,
+            report.rejected,
+            report.unknown,
+            report.overridden
+        ),
+        (applied, rejected, unknown, overridden),
         "{report:?}"
     );
-    assert!(
-        report.unknown >= unknown && report.unknown <= unknown + skipped,
-        "{report:?}"
+    assert_eq!(
+        (report.applied + report.rejected + report.unknown + report.overridden) as usize,
+        n_scout,
+        "every SCOUT_ variable is counted once"
     );
     check_ranges(&c);
 

@@ -335,6 +335,13 @@ impl Model {
             return SpanStart::Dropped(DropReason::NotOpen);
         }
         self.started_any = true;
+        // While spans overflow the open-span stack, new ones are deeper still: they overflow
+        // too (so they stay above the overflowed ones), even if a slot below was freed.
+        if self.stack.iter().any(|e| matches!(e, Entry::Overflow)) {
+            count(&mut self.drops, DropReason::Depth);
+            self.stack.push(Entry::Overflow);
+            return SpanStart::Dropped(DropReason::Depth);
+        }
         let real_depth = self
             .stack
             .iter()

@@ -367,40 +367,26 @@ impl<S: Storage> Request<S> {
             self.drops.count(DropReason::Depth);
             return SpanStart::Dropped(DropReason::Depth);
         }
-        let before = (self.arena.len(), self.operation, self.real);
+        // Reserve the stack slot first: a span too deep is dropped for depth alone.
+        if self.stack.try_push(SKIPPED).is_err() {
+            self.overflow_depth += 1;
+            self.drops.count(DropReason::Depth);
+            return SpanStart::Dropped(DropReason::Depth);
+        }
         let (marker, outcome) = self.decide_span(op, now, flags);
-        match self.stack.try_push(marker) {
-            Ok(()) => {
-                if marker == IGNORED_TREE {
-                    self.ignored_depth += 1;
-                }
-                if let SpanStart::Recorded(idx) = outcome {
-                    self.top_recorded = idx.0;
-                    if flags.contains(SpanFlags::IGNORE_CHILDREN) {
-                        self.ignored_depth += 1;
-                    }
-                }
-                outcome
-            }
-            Err(_) => {
-                // Too deep: undo the record (it is the last span: its name, and the request's
-                // name if it gave one) and count once.
-                self.overflow_depth += 1;
-                match outcome {
-                    SpanStart::Recorded(_) => {
-                        let _ = self.spans.pop();
-                        self.arena.truncate(before.0);
-                        self.operation = before.1;
-                        self.real = before.2;
-                        self.drops.count(DropReason::Depth);
-                        SpanStart::Dropped(DropReason::Depth)
-                    }
-                    // Already counted (or deliberately ignored): one reason per span.
-                    SpanStart::Dropped(reason) => SpanStart::Dropped(reason),
-                    SpanStart::Ignored => SpanStart::Ignored,
-                }
+        if let Some(top) = self.stack.as_mut_slice().last_mut() {
+            *top = marker;
+        }
+        if marker == IGNORED_TREE {
+            self.ignored_depth += 1;
+        }
+        if let SpanStart::Recorded(idx) = outcome {
+            self.top_recorded = idx.0;
+            if flags.contains(SpanFlags::IGNORE_CHILDREN) {
+                self.ignored_depth += 1;
             }
         }
+        outcome
     }
 
     fn decide_span(&mut self, op: Op<'_>, now: Timestamp, flags: SpanFlags) -> (u16, SpanStart) {

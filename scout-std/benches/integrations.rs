@@ -11,8 +11,13 @@
 //!   an SDK tracer provider sampling everything with a batch processor and an exporter that
 //!   drops the spans.
 //!
-//! Ends with a table: median ns per request, ns added over no layer, and heap allocations per
-//! request on the request's thread.
+//! Also two identity layers added the same way as Scout's (`route_layer` + `layer`): what axum
+//! itself costs per layer (it boxes every layered route).
+//!
+//! Each sample is timed twice: wall clock, and CPU time of the request's thread (the agents'
+//! background threads excluded, and time the thread lost to other processes on a busy
+//! machine). Criterion reports CPU time. Ends with a table: median ns per request, ns added
+//! over no layer, and heap allocations per request on the request's thread.
 //! `cargo bench -p scout-std --features axum --bench integrations`
 // Counting allocations requires `unsafe impl GlobalAlloc`; it only forwards to the system
 // allocator.
@@ -24,7 +29,7 @@ use axum::http::Request;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
 use scout_std::integrations::axum::{ControllerLayer, ScoutLayer};
-use scout_std::local_agent::{Address, LocalAgent, LocalAgentConfig};
+use scout_std::local_agent::{Address, Limits, LocalAgent, LocalAgentConfig};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::hint::black_box;
@@ -70,6 +75,11 @@ fn plain() -> Router {
     Router::new().route("/users/{id}", get(|| async { "ok" }))
 }
 
+fn identity() -> Router {
+    use tower::layer::util::Identity;
+    plain().route_layer(Identity::new()).layer(Identity::new())
+}
+
 fn scout() -> Router {
     plain()
         .route_layer(ControllerLayer::new())
@@ -103,12 +113,10 @@ impl sentry_core::Transport for NoTransport {
 
 /// Binds a sentry client that samples every transaction to the process hub.
 fn sentry_client() {
-    let options = sentry_core::ClientOptions {
-        dsn: Some("https://public@sentry.invalid/1".parse().unwrap()),
-        traces_sample_rate: 1.0,
-        transport: Some(Arc::new(Arc::new(NoTransport))),
-        ..Default::default()
-    };
+    let mut options = sentry_core::ClientOptions::new()
+        .dsn("https://public@sentry.invalid/1")
+        .traces_sample_rate(1.0);
+    options.transport = Some(Arc::new(Arc::new(NoTransport)));
     let client = sentry_core::Client::from(options);
     sentry_core::Hub::main().bind_client(Some(Arc::new(client)));
 }
@@ -152,8 +160,19 @@ fn request() -> Request<Body> {
         .unwrap()
 }
 
-/// Per-sample medians (ns per request) and allocations per request, by bench.
-static RESULTS: Mutex<Vec<(&'static str, f64, f64)>> = Mutex::new(Vec::new());
+/// Per bench: medians of the samples' wall and CPU ns per request, allocations per request.
+static RESULTS: Mutex<Vec<(&'static str, f64, f64, f64)>> = Mutex::new(Vec::new());
+
+/// CPU time of this thread.
+fn thread_cpu() -> Duration {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
 
 fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &'static str, app: Router) {
     let samples = Rc::new(RefCell::new(Vec::new()));
@@ -162,21 +181,20 @@ fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &'static str, app:
             let app = app.clone();
             let samples = samples.clone();
             async move {
-                let start = Instant::now();
+                let (start, cpu) = (Instant::now(), thread_cpu());
                 for _ in 0..iters {
                     black_box(app.clone().oneshot(request()).await.unwrap());
                 }
-                let took = start.elapsed();
-                samples
-                    .borrow_mut()
-                    .push(took.as_nanos() as f64 / iters as f64);
-                took
+                let (wall, cpu) = (start.elapsed(), thread_cpu().saturating_sub(cpu));
+                let per = |d: Duration| d.as_nanos() as f64 / iters as f64;
+                samples.borrow_mut().push((per(wall), per(cpu)));
+                cpu
             }
         })
     });
-    let mut samples = samples.take();
-    samples.sort_by(f64::total_cmp);
-    let median = samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN);
+    let samples = samples.take();
+    let wall = median(samples.iter().map(|s| s.0).collect());
+    let cpu = median(samples.iter().map(|s| s.1).collect());
     let allocs = rt.block_on(async {
         const N: u64 = 1_000;
         COUNTING.with(|c| c.set(true));
@@ -187,7 +205,7 @@ fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &'static str, app:
         COUNTING.with(|c| c.set(false));
         (ALLOCATIONS.with(Cell::get) - before) as f64 / N as f64
     });
-    RESULTS.lock().unwrap().push((name, median, allocs));
+    RESULTS.lock().unwrap().push((name, wall, cpu, allocs));
 }
 
 fn bench(c: &mut Criterion) {
@@ -196,19 +214,19 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     run(c, &rt, "axum/no layer", plain());
+    run(c, &rt, "axum/2 identity layers", identity());
     run(c, &rt, "axum/scout layers, agent not installed", scout());
 
-    // The local core agent runs on its own runtime, as it would in its own process.
+    // The local core agent runs on its own runtime, as it would in its own process, keeping
+    // no history (as the command-line agent does).
     let agent_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    let agent = agent_rt
-        .block_on(LocalAgent::start(LocalAgentConfig::new(
-            Address::parse("tcp://127.0.0.1:0").unwrap(),
-        )))
-        .unwrap();
+    let mut agent_config = LocalAgentConfig::new(Address::parse("tcp://127.0.0.1:0").unwrap());
+    agent_config.limits = Limits::daemon();
+    let agent = agent_rt.block_on(LocalAgent::start(agent_config)).unwrap();
     let mut config = scout_std::Config::new()
         .name("Bench")
         .key("BENCHKEY0123456789ab")
@@ -245,24 +263,29 @@ fn bench(c: &mut Criterion) {
 
 fn print_table() {
     let results = RESULTS.lock().unwrap();
-    let Some(&(_, base, base_allocs)) = results.first() else {
+    let Some(&(_, base_wall, base_cpu, base_allocs)) = results.first() else {
         return;
     };
     println!();
     println!(
-        "{:<40} {:>8} {:>9} {:>6} {:>10} {:>12}",
+        "{:<40} {:>8} {:>8} {:>6} {:>8} {:>8} {:>6} {:>7} {:>7}",
         "RATIO / ADDED (sample medians)",
-        "ns/req",
-        "ADDED ns",
+        "wall ns",
+        "ADDED",
         "RATIO",
-        "allocs/req",
-        "ADDED allocs"
+        "cpu ns",
+        "ADDED",
+        "RATIO",
+        "allocs",
+        "ADDED"
     );
-    for (name, ns, allocs) in results.iter() {
+    for (name, wall, cpu, allocs) in results.iter() {
         println!(
-            "{name:<40} {ns:>8.0} {:>9.0} {:>6.2} {allocs:>10.1} {:>12.1}",
-            ns - base,
-            ns / base,
+            "{name:<40} {wall:>8.0} {:>8.0} {:>6.2} {cpu:>8.0} {:>8.0} {:>6.2} {allocs:>7.1} {:>7.1}",
+            wall - base_wall,
+            wall / base_wall,
+            cpu - base_cpu,
+            cpu / base_cpu,
             allocs - base_allocs,
         );
     }

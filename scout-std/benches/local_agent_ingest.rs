@@ -2,7 +2,8 @@
 //! aggregation, no sockets. Reported as commands per second (`Throughput::Elements`), for
 //! Python-shaped requests (one batch per request, and one command per frame) and for the frames
 //! the std agent itself sends (captured from a real `scout_std::install`), which are compared
-//! with the std agent's sender rate at the end.
+//! with the std agent's sender rate at the end. Every case is measured twice: with the fast frame
+//! scanner (the default) and, suffixed `_serde_only`, with the serde decoder alone.
 //!
 //! Run: `cargo bench -p scout-std --bench local_agent_ingest`.
 
@@ -15,6 +16,10 @@ use scout_std::local_agent::{Address, Ingest, Limits, LocalAgent, LocalAgentConf
 use serde_json::{Value, json};
 
 const REQUESTS: usize = 500;
+
+/// Bench-name suffix and decoder: the fast scanner (with its serde fallback, the default) and
+/// the serde decoder alone (what every frame went through before the scanner).
+const DECODERS: [(&str, bool); 2] = [("", true), ("_serde_only", false)];
 
 /// The std agent's sender rate to a Unix socket, spans per second, as measured by
 /// `cargo bench -p scout-std --bench agent` on the project VM (README, Performance): 10-span
@@ -167,38 +172,42 @@ fn bench(c: &mut Criterion) -> (Vec<Vec<u8>>, u64) {
 
     let mut g = c.benchmark_group("local_agent_ingest");
     g.throughput(Throughput::Elements(commands));
-    g.bench_function("python_batches", |b| {
-        b.iter_batched(
-            || {
-                let mut i = Ingest::new(Limits::daemon());
-                i.frame(register);
-                i
-            },
-            |mut ingest| {
-                for f in &batches {
-                    black_box(ingest.frame(f));
-                }
-                ingest
-            },
-            BatchSize::LargeInput,
-        );
-    });
-    g.bench_function("single_command_frames", |b| {
-        b.iter_batched(
-            || {
-                let mut i = Ingest::new(Limits::daemon());
-                i.frame(register);
-                i
-            },
-            |mut ingest| {
-                for f in &singles {
-                    black_box(ingest.frame(f));
-                }
-                ingest
-            },
-            BatchSize::LargeInput,
-        );
-    });
+    for (suffix, fast) in DECODERS {
+        scout_std::local_agent::set_fast_decode(fast);
+        g.bench_function(format!("python_batches{suffix}"), |b| {
+            b.iter_batched(
+                || {
+                    let mut i = Ingest::new(Limits::daemon());
+                    i.frame(register);
+                    i
+                },
+                |mut ingest| {
+                    for f in &batches {
+                        black_box(ingest.frame(f));
+                    }
+                    ingest
+                },
+                BatchSize::LargeInput,
+            );
+        });
+        g.bench_function(format!("single_command_frames{suffix}"), |b| {
+            b.iter_batched(
+                || {
+                    let mut i = Ingest::new(Limits::daemon());
+                    i.frame(register);
+                    i
+                },
+                |mut ingest| {
+                    for f in &singles {
+                        black_box(ingest.frame(f));
+                    }
+                    ingest
+                },
+                BatchSize::LargeInput,
+            );
+        });
+    }
+    scout_std::local_agent::set_fast_decode(true);
     // The std agent's own frames.
     let rust = rust_frames(REQUESTS as u64);
     let mut check = Ingest::new(Limits::daemon());
@@ -209,18 +218,22 @@ fn bench(c: &mut Criterion) -> (Vec<Vec<u8>>, u64) {
     assert_eq!(check.counters().bad_frames(), 0);
     let rust_commands = check.counters().commands;
     g.throughput(Throughput::Elements(rust_commands));
-    g.bench_function("rust_agent_batches", |b| {
-        b.iter_batched(
-            || Ingest::new(Limits::daemon()),
-            |mut ingest| {
-                for f in &rust {
-                    black_box(ingest.frame(f));
-                }
-                ingest
-            },
-            BatchSize::LargeInput,
-        );
-    });
+    for (suffix, fast) in DECODERS {
+        scout_std::local_agent::set_fast_decode(fast);
+        g.bench_function(format!("rust_agent_batches{suffix}"), |b| {
+            b.iter_batched(
+                || Ingest::new(Limits::daemon()),
+                |mut ingest| {
+                    for f in &rust {
+                        black_box(ingest.frame(f));
+                    }
+                    ingest
+                },
+                BatchSize::LargeInput,
+            );
+        });
+    }
+    scout_std::local_agent::set_fast_decode(true);
     g.finish();
     (rust, rust_commands)
 }
@@ -244,14 +257,23 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let (rust, commands) = bench(&mut c);
     c.final_summary();
-    let (req_per_sec, cmd_per_sec) = rust_rate(&rust, commands);
-    let spans_per_sec = req_per_sec * 10.0;
-    println!(
-        "COMPARE local agent ingest of the std agent's own 10-span batches, one core: {:.0} requests/s = {:.2} M spans/s ({:.2} M commands/s); the std agent's sender writes {:.2} M spans/s to a Unix socket (README, --bench agent): {:.2}x",
-        req_per_sec,
-        spans_per_sec / 1e6,
-        cmd_per_sec / 1e6,
-        SENDER_SPANS_PER_SEC / 1e6,
-        spans_per_sec / SENDER_SPANS_PER_SEC
-    );
+    for (suffix, fast) in DECODERS {
+        scout_std::local_agent::set_fast_decode(fast);
+        let (req_per_sec, cmd_per_sec) = rust_rate(&rust, commands);
+        let spans_per_sec = req_per_sec * 10.0;
+        let decoder = if fast {
+            "fast scanner"
+        } else {
+            "serde decoder only"
+        };
+        println!(
+            "COMPARE{suffix} local agent ingest ({decoder}) of the std agent's own 10-span batches, one core: {:.0} requests/s = {:.2} M spans/s ({:.2} M commands/s); the std agent's sender writes {:.2} M spans/s to a Unix socket (README, --bench agent): {:.2}x",
+            req_per_sec,
+            spans_per_sec / 1e6,
+            cmd_per_sec / 1e6,
+            SENDER_SPANS_PER_SEC / 1e6,
+            spans_per_sec / SENDER_SPANS_PER_SEC
+        );
+    }
+    scout_std::local_agent::set_fast_decode(true);
 }

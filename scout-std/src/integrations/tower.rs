@@ -1,12 +1,17 @@
 //! Tower layers for any `http` service: axum, hyper and tonic servers (feature `tower`).
 //!
 //! * [`ScoutLayer`], placed first (outermost), opens the request with a `Middleware` root
-//!   span and sets the request tags (`path`, `user_ip`, `scout.queue_time_ns`, `error` on 5xx
-//!   and panics, `ignore_transaction`).
+//!   span and sets the request tags (`path`, `user_ip`, `scout.queue_time_ns`, `error` on 5xx,
+//!   panics and gRPC server-error statuses, `ignore_transaction`).
 //! * [`ControllerLayer`], placed around the handler, opens `Controller/<METHOD> <route>`
 //!   inside it. Used alone, it starts the request itself (with the same tags).
 //!
-//! A request in which no controller starts (no route matched, a 404) is not reported. The
+//! A request in which no controller starts (no route matched, a 404) is not reported.
+//!
+//! gRPC errors come as HTTP 200 with a `grpc-status`: for gRPC requests the layers tag `error`
+//! when the response headers carry a server-side code (UNKNOWN, DEADLINE_EXCEEDED,
+//! UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS, as OpenTelemetry counts them), which is how
+//! tonic answers a failed unary call. A status in trailers after a body (streaming) is not seen. The
 //! route name comes from axum's `MatchedPath` (feature `axum`), the gRPC method path for
 //! tonic (`Controller/helloworld.Greeter/SayHello`), or [`ControllerLayer::name_with`].
 //!
@@ -42,10 +47,12 @@
 //! ```
 
 use super::Tagged;
-use super::web::{Headers, Overrides, RequestTags};
-use crate::context::{FutureExt as _, Transaction, request_scope};
+use super::web::{self, Headers, Overrides, RequestTags};
+use crate::context::{FutureExt as _, Transaction, in_request, request_scope};
+use http::header::{CONTENT_TYPE, HeaderName};
 use http::{Extensions, HeaderMap, Method, Request, Response, Uri};
 use scout_core::config::UriReporting;
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -77,18 +84,111 @@ pub fn default_peer_ip(ext: &Extensions) -> Option<IpAddr> {
     ext.get::<SocketAddr>().map(|a| a.ip())
 }
 
-/// What the outer layer decided, for the controller layer.
+/// Set by the outer layer for the controller layer: the path is ignored, record nothing.
+/// (When the outer layer records the request, the controller runs inside it: `in_request`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Marker {
-    /// The request is recorded and its tags are set.
-    TagsSet,
-    /// The path is ignored: record nothing.
-    Skip,
-}
+struct Skip;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const CLIENT_IP: HeaderName = HeaderName::from_static("client-ip");
+const X_QUEUE_START: HeaderName = HeaderName::from_static("x-queue-start");
+const X_REQUEST_START: HeaderName = HeaderName::from_static("x-request-start");
 
 impl Headers for HeaderMap {
     fn header(&self, name: &str) -> Option<&str> {
-        self.get(name).and_then(|v| v.to_str().ok())
+        // The names the integration reads are looked up without parsing them each time.
+        let v = match name {
+            "x-forwarded-for" => self.get(X_FORWARDED_FOR),
+            "client-ip" => self.get(CLIENT_IP),
+            "x-queue-start" => self.get(X_QUEUE_START),
+            "x-request-start" => self.get(X_REQUEST_START),
+            _ => self.get(name),
+        };
+        v.and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The request URI as the client sent it (axum's `OriginalUri` when nested).
+fn original_uri<B>(req: &Request<B>) -> &Uri {
+    #[cfg(feature = "axum")]
+    if let Some(o) = req.extensions().get::<::axum::extract::OriginalUri>() {
+        return &o.0;
+    }
+    req.uri()
+}
+
+/// The settings that decide the request tags, read once when the request arrives; the tags
+/// themselves are set at the first poll, borrowing from the request.
+#[derive(Clone, Copy)]
+struct TagPlan {
+    collect_ip: bool,
+    uri_reporting: UriReporting,
+    ignored: bool,
+    peer_ip: PeerIpFn,
+}
+
+/// Sets the request tags of `req` on the current request (see [`RequestTags`] for the same
+/// tags computed ahead).
+fn tag_current<B>(req: &Request<B>, plan: &TagPlan) {
+    let uri = original_uri(req);
+    web::tag_path_current(
+        uri.path(),
+        uri.query(),
+        uri.path_and_query().map(|p| p.as_str()),
+        plan.uri_reporting,
+    );
+    let headers = req.headers();
+    if plan.collect_ip {
+        web::tag_user_ip_current(
+            headers.header("x-forwarded-for"),
+            headers.header("client-ip"),
+            || (plan.peer_ip)(req.extensions()),
+        );
+    }
+    let queue = headers
+        .header("x-queue-start")
+        .filter(|v| !v.is_empty())
+        .or_else(|| headers.header("x-request-start"));
+    if let Some(q) = queue {
+        web::tag_queue_time_current(q);
+    }
+    if plan.ignored {
+        crate::context::tag_request("ignore_transaction", scout_core::Value::Bool(true));
+    }
+}
+
+/// gRPC requests (always `POST`, `content-type: application/grpc...`).
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.method() == Method::POST
+        && req
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|c| c.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// gRPC status codes counted as errors: the server's failures (UNKNOWN, DEADLINE_EXCEEDED,
+/// UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS), as OpenTelemetry's gRPC server
+/// conventions count them; the other codes are the client's doing.
+fn grpc_error_status(status: &[u8]) -> bool {
+    matches!(status, b"2" | b"4" | b"12" | b"13" | b"14" | b"15")
+}
+
+/// For gRPC: a 5xx, or an error `grpc-status` in the response headers (a trailers-only
+/// response, which is how servers answer a unary call with an error status).
+fn grpc_failed<B, E>(r: &Result<Response<B>, E>) -> bool {
+    r.as_ref().map_or(true, |r| {
+        r.status().is_server_error()
+            || r.headers()
+                .get("grpc-status")
+                .is_some_and(|s| grpc_error_status(s.as_bytes()))
+    })
+}
+
+fn failed_fn<B, RB, E>(req: &Request<B>) -> fn(&Result<Response<RB>, E>) -> bool {
+    if is_grpc(req) {
+        grpc_failed::<RB, E>
+    } else {
+        http_failed::<RB, E>
     }
 }
 
@@ -116,14 +216,20 @@ impl fmt::Debug for Settings {
 }
 
 impl Settings {
+    /// The tag settings; `None` when the agent is not installed.
+    fn plan<B>(&self, req: &Request<B>) -> Option<TagPlan> {
+        let o = &self.overrides;
+        let path = original_uri(req).path();
+        crate::agent::with_config(|c| TagPlan {
+            collect_ip: o.collect_remote_ip.unwrap_or(c.collect_remote_ip),
+            uri_reporting: o.uri_reporting.unwrap_or(c.uri_reporting),
+            ignored: !c.ignore.is_empty() && web::is_ignored_path(path, c.ignore.iter()),
+            peer_ip: self.peer_ip,
+        })
+    }
+
     fn tags<B>(&self, req: &Request<B>) -> Option<RequestTags> {
-        #[cfg(feature = "axum")]
-        let uri = req
-            .extensions()
-            .get::<::axum::extract::OriginalUri>()
-            .map_or(req.uri(), |o| &o.0);
-        #[cfg(not(feature = "axum"))]
-        let uri = req.uri();
+        let uri = original_uri(req);
         RequestTags::compute(
             &self.overrides,
             uri.path(),
@@ -222,24 +328,27 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if self.settings.overrides.skips(req.uri().path()) {
-            req.extensions_mut().insert(Marker::Skip);
+            req.extensions_mut().insert(Skip);
             return ScoutFuture::bypass(self.inner.call(req));
         }
-        let Some(tags) = self.settings.tags(&req) else {
+        let Some(plan) = self.settings.plan(&req) else {
             return ScoutFuture::bypass(self.inner.call(req));
         };
-        req.extensions_mut().insert(Marker::TagsSet);
+        let failed = failed_fn::<B, RB, S::Error>(&req);
         // The inner services are called at the first poll, inside the request, so that work
-        // they do in `call` itself is recorded too. The ready service goes with the request
-        // (the usual tower pattern); a clone stays here for the next `poll_ready`.
+        // they do in `call` itself is recorded too (and the controller layer knows it runs
+        // inside a request). The request tags are set then too, borrowing from the request.
+        // The ready service goes with the request (the usual tower pattern); a clone stays
+        // here for the next `poll_ready`.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
         let fut = Tagged::new(
             Deferred::Init {
-                call: Some((ready, req)),
+                call: Some((ready, req, plan)),
+                tag: tag_current::<B>,
             },
-            tags,
-            http_failed::<RB, S::Error>,
+            (),
+            failed,
         );
         ScoutFuture {
             kind: ScoutKind::Recorded {
@@ -250,10 +359,10 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// Calls the service at the first poll.
+    /// Tags the request and calls the service at the first poll.
     #[project = DeferredProj]
     enum Deferred<S: Service<Req>, Req> {
-        Init { call: Option<(S, Req)> },
+        Init { call: Option<(S, Req, TagPlan)>, tag: fn(&Req, &TagPlan) },
         Running { #[pin] fut: S::Future },
     }
 }
@@ -263,10 +372,11 @@ impl<S: Service<Req>, Req> Future for Deferred<S, Req> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             match self.as_mut().project() {
-                DeferredProj::Init { call } => {
-                    let Some((mut svc, req)) = call.take() else {
+                DeferredProj::Init { call, tag } => {
+                    let Some((mut svc, req, plan)) = call.take() else {
                         return Poll::Pending;
                     };
+                    tag(&req, &plan);
                     let fut = svc.call(req);
                     self.set(Self::Running { fut });
                 }
@@ -280,7 +390,7 @@ pin_project_lite::pin_project! {
     #[project = ScoutKindProj]
     enum ScoutKind<S: Service<Req>, Req> {
         Bypass { #[pin] fut: S::Future },
-        Recorded { #[pin] fut: Transaction<Tagged<Deferred<S, Req>, RequestTags>> },
+        Recorded { #[pin] fut: Transaction<Tagged<Deferred<S, Req>, ()>> },
     }
 }
 
@@ -353,10 +463,11 @@ pub fn auto_route_name(route: &RouteInfo<'_>) -> Option<String> {
     if let Some(m) = route.extensions.get::<::axum::extract::MatchedPath>() {
         return Some(format!("{} {}", route.method, m.as_str()));
     }
-    let grpc = route
-        .headers
-        .header("content-type")
-        .is_some_and(|c| c.starts_with("application/grpc"));
+    let grpc = *route.method == Method::POST
+        && route
+            .headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|c| c.as_bytes().starts_with(b"application/grpc"));
     if grpc {
         let p = route.uri.path().trim_start_matches('/');
         return (!p.is_empty()).then(|| p.to_owned());
@@ -409,19 +520,54 @@ impl ControllerLayer {
     }
     settings_builder!();
 
+    #[cfg(test)]
     fn name<B>(&self, req: &Request<B>) -> Option<String> {
-        let route = RouteInfo {
-            method: req.method(),
-            uri: req.uri(),
-            headers: req.headers(),
-            extensions: req.extensions(),
-        };
+        let mut buf = String::new();
+        self.write_name(req, &mut buf).then_some(buf)
+    }
+
+    /// Writes the controller name of `req` into `buf`; false when the request is not named.
+    fn write_name<B>(&self, req: &Request<B>, buf: &mut String) -> bool {
         match &self.naming {
-            Naming::Auto => auto_route_name(&route),
-            Naming::Path => Some(format!("{} {}", req.method(), req.uri().path())),
-            Naming::Custom(f) => f(&route),
+            Naming::Auto => {
+                #[cfg(feature = "axum")]
+                if let Some(m) = req.extensions().get::<::axum::extract::MatchedPath>() {
+                    push_method_route(buf, req.method(), m.as_str());
+                    return true;
+                }
+                if is_grpc(req) {
+                    let p = req.uri().path().trim_start_matches('/');
+                    buf.push_str(p);
+                    return !p.is_empty();
+                }
+                false
+            }
+            Naming::Path => {
+                push_method_route(buf, req.method(), req.uri().path());
+                true
+            }
+            Naming::Custom(f) => {
+                let route = RouteInfo {
+                    method: req.method(),
+                    uri: req.uri(),
+                    headers: req.headers(),
+                    extensions: req.extensions(),
+                };
+                f(&route).map(|n| buf.push_str(&n)).is_some()
+            }
         }
     }
+}
+
+fn push_method_route(buf: &mut String, method: &Method, route: &str) {
+    buf.push_str(method.as_str());
+    buf.push(' ');
+    buf.push_str(route);
+}
+
+thread_local! {
+    /// Reused for controller names, which the transaction copies.
+    static NAME: Cell<String> = const { Cell::new(String::new()) };
 }
 
 impl<S> Layer<S> for ControllerLayer {
@@ -455,14 +601,14 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let settings = &self.layer.settings;
-        let marker = req.extensions().get::<Marker>().copied();
-        // Outside a ScoutLayer this layer starts the request, so it computes the tags (which
-        // also tells whether the agent is installed); inside one it only needs the name.
-        let tags = if marker == Some(Marker::Skip) {
-            return ResponseFuture::bypass(self.inner.call(req));
-        } else if marker == Some(Marker::TagsSet) {
+        // Inside a request (a ScoutLayer's) this layer only needs the name; outside one it
+        // starts the request, so it computes the tags (which also tells whether the agent is
+        // installed).
+        let tags = if in_request() {
             None
-        } else if settings.overrides.skips(req.uri().path()) {
+        } else if req.extensions().get::<Skip>().is_some()
+            || settings.overrides.skips(req.uri().path())
+        {
             return ResponseFuture::bypass(self.inner.call(req));
         } else {
             match settings.tags(&req) {
@@ -470,14 +616,17 @@ where
                 None => return ResponseFuture::bypass(self.inner.call(req)),
             }
         };
-        let Some(name) = self.layer.name(&req) else {
+        let mut name = NAME.take();
+        name.clear();
+        if !self.layer.write_name(&req, &mut name) {
+            NAME.set(name);
             return ResponseFuture::bypass(self.inner.call(req));
-        };
-        let fut = Tagged::new(self.inner.call(req), tags, http_failed::<RB, S::Error>);
+        }
+        let failed = failed_fn::<B, RB, S::Error>(&req);
+        let fut = Tagged::new(self.inner.call(req), tags, failed).web_transaction(&name);
+        NAME.set(name);
         ResponseFuture {
-            kind: Kind::Recorded {
-                fut: fut.web_transaction(&name),
-            },
+            kind: Kind::Recorded { fut },
         }
     }
 }
@@ -548,6 +697,31 @@ mod tests {
         assert_eq!(l.name(&plain).as_deref(), Some("GET /users/7"));
         let l = ControllerLayer::new().name_with(|r| Some(format!("{} x", r.method)));
         assert_eq!(l.name(&plain).as_deref(), Some("GET x"));
+    }
+
+    #[test]
+    fn grpc_error_statuses() {
+        let with = |s: &str| {
+            Ok::<_, ()>(
+                Response::builder()
+                    .header("grpc-status", s)
+                    .body(())
+                    .unwrap(),
+            )
+        };
+        for (status, error) in [("0", false), ("5", false), ("3", false), ("13", true)] {
+            assert_eq!(grpc_failed(&with(status)), error, "{status}");
+        }
+        for s in ["2", "4", "12", "14", "15"] {
+            assert!(grpc_failed(&with(s)), "{s}");
+        }
+        assert!(!grpc_failed(&Ok::<_, ()>(Response::new(()))));
+        assert!(grpc_failed(&Err::<Response<()>, ()>(())));
+        let get = Request::get("/x")
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        assert!(!is_grpc(&get), "gRPC is always POST");
     }
 
     #[test]

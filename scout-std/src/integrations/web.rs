@@ -399,6 +399,125 @@ impl RequestTags {
     }
 }
 
+/// True when [`filtered_query`] would return `query` unchanged: every pair is `key=value` of
+/// unreserved characters only (nothing to decode or encode), no key is filtered, and the pairs
+/// are already sorted.
+fn is_canonical_query(query: &str) -> bool {
+    let unreserved = |s: &str| {
+        s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-' | b'~'))
+    };
+    let mut prev: Option<(&str, &str)> = None;
+    for pair in query.split('&') {
+        let Some((k, v)) = pair.split_once('=') else {
+            return false;
+        };
+        if !unreserved(k) || !unreserved(v) || is_filtered_key(k) {
+            return false;
+        }
+        if prev.is_some_and(|p| p > (k, v)) {
+            return false;
+        }
+        prev = Some((k, v));
+    }
+    true
+}
+
+#[cfg(feature = "tower")]
+/// Tags the current request's `path` as [`path_tag`] does, borrowing `path_and_query` (the
+/// request target, `path?query`) when the query needs no rewriting.
+pub(crate) fn tag_path_current(
+    path: &str,
+    query: Option<&str>,
+    path_and_query: Option<&str>,
+    uri_reporting: UriReporting,
+) {
+    let query = match (uri_reporting, query) {
+        (UriReporting::FilteredParams, Some(q)) if !q.is_empty() => q,
+        _ => return tag_request("path", Value::Str(path)),
+    };
+    if is_canonical_query(query)
+        && let Some(pq) = path_and_query
+        && pq.len() == path.len() + 1 + query.len()
+        && pq.starts_with(path)
+        && pq.ends_with(query)
+    {
+        return tag_request("path", Value::Str(pq));
+    }
+    tag_request(
+        "path",
+        Value::Str(&path_tag(path, Some(query), uri_reporting)),
+    );
+}
+
+#[cfg(feature = "tower")]
+/// Tags the current request's `user_ip` as [`user_ip`] computes it, without allocating.
+pub(crate) fn tag_user_ip_current(
+    x_forwarded_for: Option<&str>,
+    client_ip: Option<&str>,
+    peer: impl FnOnce() -> Option<IpAddr>,
+) {
+    fn first(h: Option<&str>) -> Option<&str> {
+        h.and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    }
+    if let Some(ip) = first(x_forwarded_for).or_else(|| first(client_ip)) {
+        return tag_request("user_ip", Value::Str(ip));
+    }
+    if let Some(ip) = peer() {
+        use std::fmt::Write as _;
+        let mut buf = IpText {
+            buf: [0; 48],
+            len: 0,
+        };
+        if write!(buf, "{ip}").is_ok() {
+            tag_request("user_ip", Value::Str(buf.as_str()));
+        }
+    }
+}
+
+#[cfg(feature = "tower")]
+/// An IP address formatted on the stack (at most 45 bytes for IPv6).
+struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+#[cfg(feature = "tower")]
+impl IpText {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+#[cfg(feature = "tower")]
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+#[cfg(feature = "tower")]
+/// Tags the current request's `scout.queue_time_ns` from an `X-Queue-Start` /
+/// `X-Request-Start` value, relative to the request's start.
+pub(crate) fn tag_queue_time_current(header: &str) {
+    let Some(start) = crate::context::request_start() else {
+        return;
+    };
+    let start_ns = u128::from(start.as_micros()) * 1_000;
+    if let Some(q) = queue_time_ns(header, start_ns) {
+        tag_request(
+            "scout.queue_time_ns",
+            Value::Int(i64::try_from(q).unwrap_or(i64::MAX)),
+        );
+    }
+}
+
 /// Tags the current request `error` = `"true"`.
 pub(crate) fn tag_error() {
     tag_request("error", Value::Static("true"));
@@ -552,6 +671,39 @@ mod tests {
         let mut o = String::new();
         encode_into(&mut o, s);
         o
+    }
+
+    #[test]
+    fn canonical_queries_are_their_own_filtered_form() {
+        for q in [
+            "a=1",
+            "a=1&b=2",
+            "q=a&q=b",
+            "=v",
+            "a=",
+            "e=~_.-",
+            "b=2&a=1",
+            "q=b&q=a",
+            "flag",
+            "a=1&&b=2",
+            "q=a+b",
+            "q=%41",
+            "password=x",
+            "a=1=2",
+            "a=%",
+            "x=a b",
+            "k=\u{e9}",
+        ] {
+            // Canonical queries are kept as they are; the others take the slow path (which
+            // may still give the same text, e.g. `q=a+b`).
+            if is_canonical_query(q) {
+                assert_eq!(filtered_query(q), q);
+            } else {
+                assert!(filtered_query(q) != q || q.contains('+'), "{q:?}");
+            }
+        }
+        assert!(is_canonical_query("a=1&b=2"));
+        assert!(!is_canonical_query("b=2&a=1"));
     }
 
     #[test]

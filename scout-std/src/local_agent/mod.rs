@@ -84,6 +84,7 @@ mod logger;
 mod model;
 mod protocol;
 mod rebuild;
+mod scan;
 pub mod server;
 mod state;
 mod summary;
@@ -99,6 +100,8 @@ pub use install::{
     install_as_core_agent, shutdown_and_wait,
 };
 pub use model::{AppEvent, Counters, FinishedRequest, FinishedSpan, ReceivedMessage};
+#[doc(hidden)]
+pub use protocol::set_fast_decode;
 pub use server::{LocalAgent, LocalAgentHandle, StartError};
 pub use state::Ingest;
 pub use timestamp::Timestamp;

@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -100,6 +101,17 @@ pub(crate) enum ParseError {
     Decode(DecodeError),
 }
 
+/// Whether [`Command::parse`] tries the fast scanner first (see [`set_fast_decode`]).
+static FAST_DECODE: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fast frame scanner on (the default) or off for the whole process. Off, every frame
+/// is decoded by the serde decoder alone; the results are the same either way, only the speed
+/// differs. Meant for benchmarks and diagnostics.
+#[doc(hidden)]
+pub fn set_fast_decode(enabled: bool) {
+    FAST_DECODE.store(enabled, Ordering::Relaxed);
+}
+
 /// Maximum length of ids, tag names, operations and event types (bytes).
 pub(crate) const MAX_NAME_LEN: usize = 4096;
 
@@ -141,8 +153,19 @@ impl<'a> Command<'a> {
         }
     }
 
-    /// Decodes one frame's JSON text.
+    /// Decodes one frame's JSON text: with the fast scanner when it recognises the frame
+    /// (see [`super::scan`]), otherwise (and for every rejected frame) with serde.
     pub(crate) fn parse(text: &'a str) -> Result<Self, ParseError> {
+        if FAST_DECODE.load(Ordering::Relaxed)
+            && let Some(c) = super::scan::parse(text)
+        {
+            return Ok(c);
+        }
+        Self::parse_serde(text)
+    }
+
+    /// Decodes one frame's JSON text with the serde decoder only (the reference behaviour).
+    pub(crate) fn parse_serde(text: &'a str) -> Result<Self, ParseError> {
         let mut de = serde_json::Deserializer::from_str(text);
         let mut one = None;
         let outcome = CommandSeed {

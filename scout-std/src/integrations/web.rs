@@ -402,6 +402,7 @@ impl RequestTags {
 /// True when [`filtered_query`] would return `query` unchanged: every pair is `key=value` of
 /// unreserved characters only (nothing to decode or encode), no key is filtered, and the pairs
 /// are already sorted.
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
 fn is_canonical_query(query: &str) -> bool {
     let unreserved = |s: &str| {
         s.bytes()

@@ -23,12 +23,6 @@ pub const MAX_FRAME: usize = 32 << 20;
 const MAX_REPLY: usize = 1 << 20;
 /// Messages written but not yet acknowledged, per connection.
 const WINDOW: usize = 256;
-/// How often the queue is drained while data flows.
-const DRAIN_EVERY: Duration = Duration::from_millis(2);
-/// How often it is drained once idle.
-const DRAIN_IDLE: Duration = Duration::from_millis(50);
-/// Empty drains after which the sender counts as idle (about one second).
-const IDLE_AFTER_TICKS: u32 = 500;
 /// Most messages coalesced into one write.
 const MAX_BATCH: usize = 64;
 /// Attempts per message before it is dropped (a message that kills every connection).
@@ -183,9 +177,6 @@ struct Sender {
     batch: Vec<Out>,
     wbuf: Vec<u8>,
     closed: bool,
-    tick: tokio::time::Interval,
-    idle_ticks: u32,
-    more: bool,
 }
 
 enum Step {
@@ -217,9 +208,6 @@ impl Sender {
             batch: Vec::new(),
             wbuf: Vec::new(),
             closed: false,
-            tick: drain_interval(DRAIN_EVERY),
-            idle_ticks: 0,
-            more: false,
         }
     }
 
@@ -372,20 +360,28 @@ impl Sender {
                 },
                 _ = wait_until(dl) => return Step::Stop,
                 _ = self.shutdown.changed() => { self.deadline = *self.shutdown.borrow(); }
-                // The queue is drained on a tick (and at once while it stays full), never by
-                // a wake-up from the application: enqueueing is a plain push.
-                _ = std::future::ready(()), if window_open && self.more => {
-                    match self.drain(writer).await {
-                        Some(more) => self.more = more,
-                        None => return Step::Reconnect,
+                msg = self.rx.recv(), if window_open => match msg {
+                    Some(msg) => {
+                        // Take whatever else is ready too, and write it all at once.
+                        let mut batch = std::mem::take(&mut self.batch);
+                        batch.extend(self.prepare(msg));
+                        while batch.len() < MAX_BATCH && self.unacked.len() + batch.len() < WINDOW {
+                            match self.rx.try_recv() {
+                                Ok(m) => batch.extend(self.prepare(m)),
+                                Err(_) => break,
+                            }
+                        }
+                        let ok = self.write_batch(writer, &mut batch).await;
+                        self.batch = batch;
+                        if !ok {
+                            return Step::Reconnect;
+                        }
+                        if self.unacked.iter().all(|o| o.register) {
+                            self.answer_flushes();
+                        }
                     }
-                }
-                _ = self.tick.tick(), if window_open => {
-                    match self.drain(writer).await {
-                        Some(more) => self.more = more,
-                        None => return Step::Reconnect,
-                    }
-                }
+                    None => self.closed = true,
+                },
                 _ = tokio::time::sleep_until(self.next_sample.into()), if self.samplers_started => {
                     self.next_sample = Instant::now() + SAMPLE_EVERY;
                     self.log_drops();
@@ -480,52 +476,6 @@ impl Sender {
     }
 
     /// Writes one frame; false when the connection failed (the frame is kept for resending).
-    /// Takes what is queued (up to a batch) and writes it. Returns whether more may be waiting
-    /// (the batch was full), or `None` when the connection failed.
-    async fn drain(&mut self, writer: &mut (impl AsyncWrite + Unpin)) -> Option<bool> {
-        let mut batch = std::mem::take(&mut self.batch);
-        let mut taken = 0;
-        while taken < MAX_BATCH && self.unacked.len() + batch.len() < WINDOW {
-            match self.rx.try_recv() {
-                Ok(m) => {
-                    taken += 1;
-                    batch.extend(self.prepare(m));
-                }
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    self.closed = true;
-                    break;
-                }
-            }
-        }
-        self.pace(taken > 0);
-        let ok = self.write_batch(writer, &mut batch).await;
-        self.batch = batch;
-        if !ok {
-            return None;
-        }
-        if self.unacked.iter().all(|o| o.register) {
-            self.answer_flushes();
-        }
-        Some(taken == MAX_BATCH)
-    }
-
-    /// Ticks fast while data flows and slowly after a while without any, so an idle agent
-    /// wakes up rarely.
-    fn pace(&mut self, busy: bool) {
-        if busy {
-            self.idle_ticks = 0;
-            if self.tick.period() != DRAIN_EVERY {
-                self.tick = drain_interval(DRAIN_EVERY);
-            }
-        } else {
-            self.idle_ticks = self.idle_ticks.saturating_add(1);
-            if self.idle_ticks == IDLE_AFTER_TICKS {
-                self.tick = drain_interval(DRAIN_IDLE);
-            }
-        }
-    }
-
     /// Writes several frames with one write; on failure they are all kept for resending.
     async fn write_batch(
         &mut self,
@@ -589,12 +539,6 @@ impl Sender {
         }
         self.last_logged = now;
     }
-}
-
-fn drain_interval(period: Duration) -> tokio::time::Interval {
-    let mut i = tokio::time::interval(period);
-    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    i
 }
 
 async fn wait_until(deadline: Option<Instant>) {

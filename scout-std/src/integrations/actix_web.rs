@@ -311,58 +311,9 @@ where
         };
         let name = format!("{} {}", req.method(), pattern);
         let fut = Tagged::new(self.service.call(req), tags, failed::<B>);
-        ActixFuture {
-            kind: Kind::Recorded {
-                fut: fut.web_transaction(&name),
-            },
-        }
+        ActixFuture::recorded(fut.web_transaction(&name))
     }
 }
 
-type Recorded<F> = Transaction<Tagged<F, Option<RequestTags>>>;
-
-pin_project_lite::pin_project! {
-    #[project = KindProj]
-    enum Kind<F: Future> {
-        Bypass { #[pin] fut: F },
-        Recorded { #[pin] fut: Recorded<F> },
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response future of [`ScoutControllerService`].
-    pub struct ActixFuture<F: Future> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
-
-impl<F: Future> ActixFuture<F> {
-    fn bypass(fut: F) -> Self {
-        Self {
-            kind: Kind::Bypass { fut },
-        }
-    }
-}
-
-impl<F: Future> fmt::Debug for ActixFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let recorded = matches!(self.kind, Kind::Recorded { .. });
-        f.debug_struct("ActixFuture")
-            .field("recorded", &recorded)
-            .finish()
-    }
-}
-
-impl<F, B> Future for ActixFuture<F>
-where
-    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
-{
-    type Output = F::Output;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        match self.project().kind.project() {
-            KindProj::Bypass { fut } => fut.poll(cx),
-            KindProj::Recorded { fut } => fut.poll(cx),
-        }
-    }
-}
+/// The response future of [`ScoutControllerService`].
+pub type ActixFuture<F> = super::ControllerFuture<F>;

@@ -34,6 +34,65 @@ pub mod job;
 pub mod tower;
 pub mod web;
 
+/// A handler's future recorded as the controller transaction of its request.
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+type Recorded<F> = crate::context::Transaction<Tagged<F, Option<web::RequestTags>>>;
+
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+pin_project_lite::pin_project! {
+    #[project = ControllerKindProj]
+    enum ControllerKind<F: Future> {
+        Bypass { #[pin] fut: F },
+        Recorded { #[pin] fut: Recorded<F> },
+    }
+}
+
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+pin_project_lite::pin_project! {
+    /// The response future of the controller layers (tower's `ControllerService`, actix-web's
+    /// `ScoutController`): the handler's future, recorded as the request's controller
+    /// transaction or passed through untouched.
+    pub struct ControllerFuture<F: Future> {
+        #[pin]
+        kind: ControllerKind<F>,
+    }
+}
+
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+impl<F: Future> ControllerFuture<F> {
+    pub(crate) fn bypass(fut: F) -> Self {
+        Self {
+            kind: ControllerKind::Bypass { fut },
+        }
+    }
+    pub(crate) fn recorded(fut: Recorded<F>) -> Self {
+        Self {
+            kind: ControllerKind::Recorded { fut },
+        }
+    }
+}
+
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+impl<F: Future> std::fmt::Debug for ControllerFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let recorded = matches!(self.kind, ControllerKind::Recorded { .. });
+        f.debug_struct("ControllerFuture")
+            .field("recorded", &recorded)
+            .finish()
+    }
+}
+
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+impl<F: Future> Future for ControllerFuture<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project().kind.project() {
+            ControllerKindProj::Bypass { fut } => fut.poll(cx),
+            ControllerKindProj::Recorded { fut } => fut.poll(cx),
+        }
+    }
+}
+
 /// Something applied to the request once it is current (at the first poll).
 pub(crate) trait Apply {
     fn apply(self);

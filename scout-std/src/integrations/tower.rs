@@ -625,59 +625,12 @@ where
         let failed = failed_fn::<B, RB, S::Error>(&req);
         let fut = Tagged::new(self.inner.call(req), tags, failed).web_transaction(&name);
         NAME.set(name);
-        ResponseFuture {
-            kind: Kind::Recorded { fut },
-        }
+        ResponseFuture::recorded(fut)
     }
 }
 
-type Recorded<F> = Transaction<Tagged<F, Option<RequestTags>>>;
-
-pin_project_lite::pin_project! {
-    #[project = KindProj]
-    enum Kind<F: Future> {
-        Bypass { #[pin] fut: F },
-        Recorded { #[pin] fut: Recorded<F> },
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response future of [`ControllerService`].
-    pub struct ResponseFuture<F: Future> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
-
-impl<F: Future> ResponseFuture<F> {
-    fn bypass(fut: F) -> Self {
-        Self {
-            kind: Kind::Bypass { fut },
-        }
-    }
-}
-
-impl<F: Future> fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let recorded = matches!(self.kind, Kind::Recorded { .. });
-        f.debug_struct("ResponseFuture")
-            .field("recorded", &recorded)
-            .finish()
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = F::Output;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        match self.project().kind.project() {
-            KindProj::Bypass { fut } => fut.poll(cx),
-            KindProj::Recorded { fut } => fut.poll(cx),
-        }
-    }
-}
+/// The response future of [`ControllerService`].
+pub type ResponseFuture<F> = super::ControllerFuture<F>;
 
 #[cfg(test)]
 mod tests {

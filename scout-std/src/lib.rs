@@ -39,6 +39,7 @@ pub mod backtrace;
 #[path = "build_support.rs"]
 pub mod build;
 mod context;
+mod exchange;
 pub mod gateway;
 pub mod integrations;
 #[cfg(feature = "download")]

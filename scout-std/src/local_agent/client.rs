@@ -1,59 +1,41 @@
 //! A tiny blocking client for `probe`, `shutdown` (both work against the real core agent too)
 //! and the local agent's `LocalAgentSummary` extension.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::exchange::{ExchangeError, Stream, exchange};
 
 use serde_json::{Value, json};
 
 use super::address::Address;
 
 /// Largest reply accepted by this client (summaries of many endpoints can be large).
-const MAX_REPLY: usize = 16 * 1024 * 1024;
+const MAX_REPLY: u32 = 16 * 1024 * 1024;
 
-trait Conn: Read + Write {}
-impl<T: Read + Write> Conn for T {}
-
-fn connect(address: &Address, timeout: Duration) -> io::Result<Box<dyn Conn>> {
+fn connect(address: &Address, timeout: Duration) -> io::Result<Box<dyn Stream>> {
     match address {
-        Address::Tcp(sa) => {
-            let s = TcpStream::connect_timeout(sa, timeout)?;
-            s.set_read_timeout(Some(timeout))?;
-            s.set_write_timeout(Some(timeout))?;
-            Ok(Box::new(s))
-        }
-        Address::Unix(p) => {
-            let s = UnixStream::connect(p)?;
-            s.set_read_timeout(Some(timeout))?;
-            s.set_write_timeout(Some(timeout))?;
-            Ok(Box::new(s))
-        }
+        Address::Tcp(sa) => Ok(Box::new(TcpStream::connect_timeout(sa, timeout)?)),
+        Address::Unix(p) => Ok(Box::new(UnixStream::connect(p)?)),
     }
 }
 
 /// Sends one framed message and reads one framed reply.
 pub fn roundtrip(address: &Address, message: &Value, timeout: Duration) -> io::Result<Value> {
+    let deadline = Instant::now() + timeout;
     let mut c = connect(address, timeout)?;
     let body = serde_json::to_vec(message)?;
-    let len = u32::try_from(body.len()).map_err(|_| io::Error::other("message too large"))?;
-    let mut frame = len.to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    c.write_all(&frame)?;
-    c.flush()?;
-    let mut head = [0u8; 4];
-    c.read_exact(&mut head)?;
-    let n = u32::from_be_bytes(head) as usize;
-    if n > MAX_REPLY {
-        return Err(io::Error::new(
+    let reply = exchange(&mut *c, &body, deadline, MAX_REPLY).map_err(|e| match e {
+        ExchangeError::Timeout => io::Error::new(io::ErrorKind::TimedOut, "no reply in time"),
+        ExchangeError::TooLarge(n) => io::Error::new(
             io::ErrorKind::InvalidData,
             format!("reply of {n} bytes is too large"),
-        ));
-    }
-    let mut buf = vec![0u8; n];
-    c.read_exact(&mut buf)?;
-    serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        ),
+        ExchangeError::Io(e) => e,
+    })?;
+    serde_json::from_slice(&reply).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Asks the agent at `address` for its version (`CoreAgentVersion`).

@@ -1,6 +1,8 @@
 //! Talking to a running core agent: probe and shutdown (spec §1.1, §1.2, §1.4.10).
 
-use std::io::{self, Read, Write};
+use std::io;
+
+use crate::exchange::{ExchangeError, Stream};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -54,24 +56,6 @@ impl Address {
     }
 }
 
-trait Stream: Read + Write {
-    fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()>;
-}
-
-impl Stream for TcpStream {
-    fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
-        self.set_read_timeout(t)?;
-        self.set_write_timeout(t)
-    }
-}
-
-impl Stream for UnixStream {
-    fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
-        self.set_read_timeout(t)?;
-        self.set_write_timeout(t)
-    }
-}
-
 fn connect(addr: &Address, timeout: Duration) -> io::Result<Box<dyn Stream>> {
     match addr {
         Address::Unix(path) => Ok(Box::new(UnixStream::connect(path)?)),
@@ -95,57 +79,29 @@ fn exchange(
     timeout: Duration,
 ) -> Result<serde_json::Value, ManagerError> {
     let addr = Address::parse(address)?;
-    let sock_err = |source: io::Error| ManagerError::Socket {
-        address: address.to_owned(),
-        source,
-    };
     let timeout = timeout.max(Duration::from_millis(1));
     let deadline = Instant::now() + timeout;
-    let remaining = || {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| ManagerError::Timeout {
-                what: format!("core agent at {address}"),
-                after: timeout,
-            })
-    };
-    let mut stream = connect(&addr, timeout).map_err(sock_err)?;
+    let mut stream = connect(&addr, timeout).map_err(|source| ManagerError::Socket {
+        address: address.to_owned(),
+        source,
+    })?;
     let body = format!("{{\"{command}\": {{}}}}");
-    let mut frame = Vec::with_capacity(body.len() + 4);
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(body.as_bytes());
-    stream.set_timeouts(Some(remaining()?)).map_err(sock_err)?;
-    stream.write_all(&frame).map_err(sock_err)?;
-    stream.flush().map_err(sock_err)?;
-
-    let map_read = |e: io::Error| {
-        if matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ) {
-            ManagerError::Timeout {
+    let reply = crate::exchange::exchange(&mut *stream, body.as_bytes(), deadline, MAX_REPLY)
+        .map_err(|e| match e {
+            ExchangeError::Timeout => ManagerError::Timeout {
                 what: format!("reply from core agent at {address}"),
                 after: timeout,
-            }
-        } else {
-            sock_err(e)
-        }
-    };
-    let mut len = [0u8; 4];
-    stream.set_timeouts(Some(remaining()?)).map_err(sock_err)?;
-    stream.read_exact(&mut len).map_err(map_read)?;
-    let len = u32::from_be_bytes(len);
-    if len > MAX_REPLY {
-        return Err(ManagerError::Protocol {
-            address: address.to_owned(),
-            reason: format!("reply frame of {len} bytes is too large"),
-        });
-    }
-    let mut body = vec![0u8; len as usize];
-    stream.set_timeouts(Some(remaining()?)).map_err(sock_err)?;
-    stream.read_exact(&mut body).map_err(map_read)?;
-    serde_json::from_slice(&body).map_err(|e| ManagerError::Protocol {
+            },
+            ExchangeError::TooLarge(len) => ManagerError::Protocol {
+                address: address.to_owned(),
+                reason: format!("reply frame of {len} bytes is too large"),
+            },
+            ExchangeError::Io(source) => ManagerError::Socket {
+                address: address.to_owned(),
+                source,
+            },
+        })?;
+    serde_json::from_slice(&reply).map_err(|e| ManagerError::Protocol {
         address: address.to_owned(),
         reason: format!("reply is not JSON: {e}"),
     })

@@ -52,60 +52,83 @@ impl Timestamp {
         out
     }
 
-    /// Parses an RFC 3339 timestamp in UTC (`Z` or `+00:00`, with 0 to 9 fraction digits;
-    /// digits past the sixth are truncated). Other offsets are applied.
+    /// Parses an RFC 3339 timestamp (see [`parse_rfc3339_micros`]); `None` before the epoch.
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        let b = s.as_bytes();
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-            return None;
-        }
-        if b[13] != b':' || b[16] != b':' {
-            return None;
-        }
-        let y = num(&b[0..4])?;
-        let mo = num(&b[5..7])?;
-        let d = num(&b[8..10])?;
-        let h = num(&b[11..13])?;
-        let mi = num(&b[14..16])?;
-        let se = num(&b[17..19])?;
-        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-            return None;
-        }
-        let mut i = 19;
-        let mut micros = 0u32;
-        if b.get(i) == Some(&b'.') {
-            i += 1;
-            let start = i;
-            while i < b.len() && b[i].is_ascii_digit() {
-                if i - start < 6 {
-                    micros = micros * 10 + u32::from(b[i] - b'0');
-                }
-                i += 1;
+        parse_rfc3339_micros(s)
+            .and_then(|m| u64::try_from(m).ok())
+            .map(Self)
+    }
+}
+
+/// Parses an RFC 3339 timestamp into signed microseconds since the epoch: `YYYY-MM-DDTHH:MM:SS`,
+/// an optional fraction of 1 to 9 digits (digits past the sixth are truncated), and a `Z`,
+/// `+hh:mm` or `-hh:mm` suffix; a missing suffix is read as UTC (Elixir's naive timestamps).
+/// Dates must exist (no 30 February) and offsets be at most 23:59. These are the forms every
+/// Scout agent sends: Python (6 digits, `+00:00`), Node (3 digits, `Z`), PHP, Elixir.
+pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let y = num(&b[0..4])?;
+    let mo = num(&b[5..7])?;
+    let d = num(&b[8..10])?;
+    let h = num(&b[11..13])?;
+    let mi = num(&b[14..16])?;
+    let se = num(&b[17..19])?;
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(i64::from(y), mo) {
+        return None;
+    }
+    if h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut micros = 0u32;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 6 {
+                micros = micros * 10 + u32::from(b[i] - b'0');
             }
-            let n = i - start;
-            if n == 0 {
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 || n > 9 {
+            return None;
+        }
+        for _ in n..6 {
+            micros *= 10;
+        }
+    }
+    let offset_secs: i64 = match b.get(i..)? {
+        [] | [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let oh = num(&[*h1, *h2])?;
+            let om = num(&[*m1, *m2])?;
+            if oh > 23 || om > 59 {
                 return None;
             }
-            for _ in n..6 {
-                micros *= 10;
-            }
+            let v = i64::from(oh * 3600 + om * 60);
+            if *sign == b'-' { -v } else { v }
         }
-        let offset_secs: i64 = match b.get(i..)? {
-            [b'Z' | b'z'] => 0,
-            [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-                let oh = num(&[*h1, *h2])? as i64;
-                let om = num(&[*m1, *m2])? as i64;
-                let v = oh * 3600 + om * 60;
-                if *sign == b'-' { -v } else { v }
-            }
-            _ => return None,
-        };
-        let days = days_from_civil(y as i64, mo, d);
-        let secs = days * 86_400 + i64::from(h * 3600 + mi * 60 + se) - offset_secs;
-        if secs < 0 {
-            return None;
-        }
-        Some(Self::from_secs_micros(secs as u64, micros))
+        _ => return None,
+    };
+    let days = days_from_civil(i64::from(y), mo, d);
+    let secs = days * 86_400 + i64::from(h * 3600 + mi * 60 + se) - offset_secs;
+    Some(secs * 1_000_000 + i64::from(micros))
+}
+
+/// Days in month `m` (1-12) of year `y`, proleptic Gregorian.
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
     }
 }
 
@@ -128,7 +151,7 @@ fn put_digits(dst: &mut [u8], mut v: u32) {
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -141,7 +164,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of [`civil_from_days`]).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
@@ -239,7 +263,27 @@ mod tests {
             Some(Timestamp::from_secs_micros(1_795_553_928, 0))
         );
         assert_eq!(Timestamp::parse_rfc3339("2026-11-24 garbage"), None);
-        assert_eq!(Timestamp::parse_rfc3339("2026-13-24T20:58:48Z"), None);
+        for bad in [
+            "2026-13-24T20:58:48Z",
+            "2026-02-30T20:58:48Z",
+            "2026-11-24T20:58:48+24:00",
+            "2026-11-24T20:58:48+00:60",
+            "2026-11-24T20:58:48.1234567890Z",
+            "2026-11-24T20:58:48.Z",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
+        }
+        assert!(Timestamp::parse_rfc3339("2024-02-29T00:00:00Z").is_some());
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-24T20:58:48"),
+            Some(Timestamp::from_secs_micros(1_795_553_928, 0)),
+            "no suffix: UTC"
+        );
+        assert_eq!(
+            parse_rfc3339_micros("1969-12-31T23:59:59.999999Z"),
+            Some(-1)
+        );
+        assert_eq!(Timestamp::parse_rfc3339("1969-12-31T23:59:59Z"), None);
     }
 
     #[test]

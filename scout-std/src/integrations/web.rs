@@ -203,30 +203,8 @@ pub fn now_ns() -> u128 {
 /// cutoff that tells the unit of an ambiguous timestamp (spec §4.11).
 pub fn cutoff_epoch_s(now_ns: u128) -> u64 {
     let days = i64::try_from(now_ns / 86_400_000_000_000).unwrap_or(i64::MAX / 2);
-    let year = year_of_day(days);
-    u64::try_from(days_from_civil(year - 10, 1, 1).max(0) * 86_400).unwrap_or(0)
-}
-
-// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn year_of_day(days: i64) -> i64 {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    yoe + era * 400 + i64::from(month <= 2)
+    let (year, _, _) = scout_core::time::civil_from_days(days);
+    u64::try_from(scout_core::time::days_from_civil(year - 10, 1, 1).max(0) * 86_400).unwrap_or(0)
 }
 
 /// Nanoseconds per unit of an epoch timestamp of this magnitude: 1 (ns), 1 000 (us),

@@ -57,6 +57,16 @@ fn ten_span_request(i: u64) {
 }
 
 fn benches(c: &mut Criterion) {
+    // Before install: every API call must be a near-free no-op.
+    let mut g = c.benchmark_group("disabled");
+    g.bench_function("api_not_installed", |b| {
+        b.iter(|| {
+            let s = scout_std::instrument_kind("SQL", black_box("Query"));
+            s.tag("rows", Value::Int(black_box(3)));
+        })
+    });
+    g.finish();
+
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("sink.sock");
     // Kept alive for the whole run (the throughput probe uses it after the benches).
@@ -177,6 +187,9 @@ fn main() {
             a / b
         ),
         _ => println!("RATIO span: estimates not found"),
+    }
+    if let Some(r) = estimate("disabled", "api_not_installed") {
+        println!("NOT INSTALLED span through the public API: {r:.1} ns");
     }
     if let Some(r) = estimate("request", "api_10_spans_with_enqueue") {
         println!(

@@ -125,9 +125,9 @@ enum Opened {
 /// Opens a span in the current request, creating a request first when `new_request` and there
 /// is none. Returns what to close.
 fn open(kind: &str, name: &str, flags: SpanFlags, new_request: bool) -> Opened {
-    let now = agent::now();
+    // The clock is read only once there is something to record.
     let op = [kind, "/", name];
-    if let Some(r) = with_current(|c| c.req.start_span_parts(&op, now, flags)) {
+    if let Some(r) = with_current(|c| c.req.start_span_parts(&op, agent::now(), flags)) {
         return Opened::Span(recorded(r));
     }
     if !new_request {
@@ -136,6 +136,7 @@ fn open(kind: &str, name: &str, flags: SpanFlags, new_request: bool) -> Opened {
     let Some(agent) = agent::active() else {
         return Opened::Nothing;
     };
+    let now = agent::now();
     let mut req = agent.new_request(now);
     let r = req.start_span_parts(&op, now, flags);
     let _ = CURRENT.try_with(|c| {

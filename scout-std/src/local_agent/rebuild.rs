@@ -228,6 +228,18 @@ impl Rebuilder {
         self.slots.get_mut(slot)?.as_mut()
     }
 
+    /// The pending request with this id, created if new (see `request`).
+    fn pending_for(
+        &mut self,
+        id: &str,
+        origin: &Origin,
+        now: Instant,
+        counters: &mut Counters,
+    ) -> Option<&mut Pending> {
+        let slot = self.request(id, origin, now, counters)?;
+        self.pending_mut(slot)
+    }
+
     /// Removes the pending request in `slot`.
     fn take(&mut self, slot: usize) -> Option<Pending> {
         let p = self.slots.get_mut(slot)?.take()?;
@@ -254,10 +266,7 @@ impl Rebuilder {
         let max_spans = self.limits.max_spans_per_request;
         let added = match cmd {
             Command::StartRequest { ts, request_id } => {
-                let Some(slot) = self.request(&request_id, origin, now_instant, counters) else {
-                    return;
-                };
-                let Some(p) = self.pending_mut(slot) else {
+                let Some(p) = self.pending_for(&request_id, origin, now_instant, counters) else {
                     return;
                 };
                 p.start = Some(ts.unwrap_or(now));
@@ -268,10 +277,7 @@ impl Rebuilder {
                 tag,
                 value,
             } => {
-                let Some(slot) = self.request(&request_id, origin, now_instant, counters) else {
-                    return;
-                };
-                let Some(p) = self.pending_mut(slot) else {
+                let Some(p) = self.pending_for(&request_id, origin, now_instant, counters) else {
                     return;
                 };
                 let n = insert_tag(&mut p.tags, tag, value, limits_tags, max_value, counters);
@@ -285,10 +291,7 @@ impl Rebuilder {
                 parent_id,
                 operation,
             } => {
-                let Some(slot) = self.request(&request_id, origin, now_instant, counters) else {
-                    return;
-                };
-                let Some(p) = self.pending_mut(slot) else {
+                let Some(p) = self.pending_for(&request_id, origin, now_instant, counters) else {
                     return;
                 };
                 let n = span_bytes(&span_id)
@@ -309,10 +312,7 @@ impl Rebuilder {
                 tag,
                 value,
             } => {
-                let Some(slot) = self.request(&request_id, origin, now_instant, counters) else {
-                    return;
-                };
-                let Some(p) = self.pending_mut(slot) else {
+                let Some(p) = self.pending_for(&request_id, origin, now_instant, counters) else {
                     return;
                 };
                 let Some(s) = span(p, span_id, max_spans, false) else {
@@ -327,10 +327,7 @@ impl Rebuilder {
                 request_id,
                 span_id,
             } => {
-                let Some(slot) = self.request(&request_id, origin, now_instant, counters) else {
-                    return;
-                };
-                let Some(p) = self.pending_mut(slot) else {
+                let Some(p) = self.pending_for(&request_id, origin, now_instant, counters) else {
                     return;
                 };
                 let Some(s) = span(p, span_id, max_spans, false) else {

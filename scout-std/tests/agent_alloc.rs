@@ -5,8 +5,8 @@
 // Implementing `GlobalAlloc` requires `unsafe impl`; it only forwards to the system allocator.
 #![allow(unsafe_code)]
 
-use scout_core::{Config, RequestIds, SpanFlags, Text, Timestamp, Value};
-use scout_std::local_agent::{Address, LocalAgent, LocalAgentConfig};
+use scout_core::{RequestIds, SpanFlags, Text, Timestamp, Value};
+use scout_std::local_agent::Address;
 use scout_std::pool::{StdRequest, request_bytes};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -40,6 +40,8 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
+mod support;
+
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
@@ -63,25 +65,12 @@ fn request(i: i64) {
 #[test]
 fn spans_allocate_nothing_and_requests_report_their_allocations() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let agent = rt
-        .block_on(LocalAgent::start(LocalAgentConfig::new(
-            Address::parse("tcp://127.0.0.1:0").unwrap(),
-        )))
-        .unwrap();
-    let mut c = Config::new()
-        .name("Alloc")
-        .key("K")
-        .monitor(true)
-        .core_agent_launch(false)
-        .core_agent_download(false);
-    c.set("core_agent_socket_path", &agent.address().to_string())
-        .unwrap();
+    let agent = rt.block_on(support::start_agent(
+        Address::parse("tcp://127.0.0.1:0").unwrap(),
+    ));
     let _guard = scout_std::install_with(
-        c,
-        scout_std::InstallOptions {
-            ignore_environment: true,
-            ..Default::default()
-        },
+        support::config_for(&agent.address().to_string()),
+        support::opts(),
     );
 
     // Warm up the pool and the request buffers: a service's requests repeat their shapes, so

@@ -2,41 +2,13 @@
 //! every API form, async requests interleaved on a multi-thread runtime, and the exact frames.
 //! Tests install global state, so they run one at a time.
 
-use scout_core::Config;
-use scout_std::local_agent::{
-    Address, FinishedRequest, LocalAgent, LocalAgentConfig, LocalAgentHandle,
-};
-use scout_std::{Context, FutureExt, InstallOptions};
+use scout_std::local_agent::{Address, FinishedRequest, LocalAgentHandle};
+use scout_std::{Context, FutureExt};
 use serde_json::Value as J;
-use std::sync::Mutex;
 use std::time::Duration;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn config_for(address: &str) -> Config {
-    let mut c = Config::new()
-        .name("E2E App")
-        .key("E2EKEY0123456789abcd")
-        .monitor(true)
-        .core_agent_launch(false)
-        .core_agent_download(false);
-    c.set("core_agent_socket_path", address).unwrap();
-    c.set("hostname", "test-host").unwrap();
-    c
-}
-
-fn opts() -> InstallOptions {
-    InstallOptions {
-        ignore_environment: true,
-        ..Default::default()
-    }
-}
-
-async fn start_agent(address: Address) -> LocalAgentHandle {
-    LocalAgent::start(LocalAgentConfig::new(address))
-        .await
-        .expect("local agent starts")
-}
+mod support;
+use support::{SERIAL, config_for, opts, start_agent};
 
 fn by_op<'a>(reqs: &'a [FinishedRequest], op: &str) -> &'a FinishedRequest {
     reqs.iter()
@@ -105,8 +77,8 @@ fn check_every_api_form(agent: &LocalAgentHandle) {
     // The exact frames: Register first with our identity, then the metadata event.
     let msgs = agent.messages();
     let reg = &msgs[0].message["Register"];
-    assert_eq!(reg["app"], "E2E App");
-    assert_eq!(reg["key"], "E2EKEY0123456789abcd");
+    assert_eq!(reg["app"], support::APP);
+    assert_eq!(reg["key"], support::KEY);
     assert_eq!(reg["host"], "test-host");
     assert_eq!(reg["language"], "rust");
     assert_eq!(reg["api_version"], "1.0");

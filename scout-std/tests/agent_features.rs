@@ -3,13 +3,12 @@
 //! ids, timestamps and language-specific values).
 
 use scout_core::Config;
-use scout_std::InstallOptions;
-use scout_std::local_agent::{Address, LocalAgent, LocalAgentConfig, LocalAgentHandle};
+use scout_std::local_agent::{Address, LocalAgentHandle};
 use serde_json::Value as J;
-use std::sync::Mutex;
 use std::time::Duration;
 
-static SERIAL: Mutex<()> = Mutex::new(());
+mod support;
+use support::SERIAL;
 
 struct Env {
     rt: tokio::runtime::Runtime,
@@ -19,26 +18,11 @@ struct Env {
 
 fn setup(configure: impl FnOnce(Config) -> Config) -> Env {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let agent = rt
-        .block_on(LocalAgent::start(LocalAgentConfig::new(
-            Address::parse("tcp://127.0.0.1:0").unwrap(),
-        )))
-        .unwrap();
-    let mut c = Config::new()
-        .name("Capture Harness App")
-        .key("TEST_KEY")
-        .monitor(true)
-        .core_agent_launch(false)
-        .core_agent_download(false);
-    c.set("core_agent_socket_path", &agent.address().to_string())
-        .unwrap();
-    let guard = scout_std::install_with(
-        configure(c),
-        InstallOptions {
-            ignore_environment: true,
-            ..Default::default()
-        },
-    );
+    let agent = rt.block_on(support::start_agent(
+        Address::parse("tcp://127.0.0.1:0").unwrap(),
+    ));
+    let config = support::config_for(&agent.address().to_string());
+    let guard = scout_std::install_with(configure(config), support::opts());
     Env {
         rt,
         agent,

@@ -2,16 +2,16 @@
 //! names from resource patterns, Middleware > Controller > user spans, request tags, 5xx,
 //! panics, 404s, 200 concurrent requests, and the controller middleware alone.
 
-mod integration_common;
+mod support;
 
 use actix_web::dev::Service as _;
 use actix_web::{App, HttpResponse, HttpServer, web};
-use integration_common::*;
 use scout_std::FutureExt;
 use scout_std::integrations::actix_web::{ScoutController, ScoutMiddleware};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::Duration;
+use support::*;
 
 async fn show_user(id: web::Path<u64>) -> String {
     let id = id.into_inner();

@@ -1,17 +1,17 @@
 //! The apalis layer: a real apalis worker on the in-memory backend records each task as
 //! `Job/<name>` with task tags, errors and the queue time from the enqueue timestamp.
 
-mod integration_common;
+mod support;
 
 use apalis_core::backend::TaskSink;
 use apalis_core::backend::memory::MemoryStorage;
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::context::WorkerContext;
-use integration_common::*;
 use scout_std::integrations::apalis::{EnqueuedAt, ScoutJobLayer};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
+use support::*;
 
 static DONE: AtomicUsize = AtomicUsize::new(0);
 

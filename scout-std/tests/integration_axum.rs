@@ -3,7 +3,7 @@
 //! panics, 404s and ignored paths not reported, 200 concurrent requests on a multi-thread
 //! runtime, and the controller layer used alone.
 
-mod integration_common;
+mod support;
 
 use axum::Router;
 use axum::extract::{Path, Request};
@@ -11,12 +11,12 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
-use integration_common::*;
 use scout_std::FutureExt;
 use scout_std::integrations::axum::{ControllerLayer, ScoutLayer};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::Duration;
+use support::*;
 
 async fn show_user(Path(id): Path<u64>) -> String {
     {

@@ -1,17 +1,17 @@
 //! The tower layers on a plain hyper 1 server (no framework router): custom route names,
 //! gRPC-style names, peer address from a `PeerAddr` extension, Middleware > Controller.
 
-mod integration_common;
+mod support;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use integration_common::*;
 use scout_std::integrations::tower::{ControllerLayer, PeerAddr, ScoutLayer, auto_route_name};
 use serde_json::json;
 use std::convert::Infallible;
+use support::*;
 use tower::ServiceBuilder;
 
 async fn router(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

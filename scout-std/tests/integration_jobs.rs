@@ -1,13 +1,13 @@
 //! The job wrapper against the local core agent: tokio tasks, blocking pool, plain threads,
 //! job tags, errors, panics (still propagated) and job queue time.
 
-mod integration_common;
+mod support;
 
-use integration_common::*;
 use scout_std::FutureExt;
 use scout_std::integrations::job::Job;
 use serde_json::json;
 use std::time::{Duration, SystemTime};
+use support::*;
 
 fn by_op<'a>(
     reqs: &'a [scout_std::local_agent::FinishedRequest],

@@ -6,10 +6,9 @@
 //! The service is written by hand with tonic's codec API (a UTF-8 string codec): no protoc,
 //! no prost, no build script.
 
-mod integration_common;
+mod support;
 
 use bytes::{Buf, BufMut};
-use integration_common::*;
 use scout_std::integrations::tower::{ControllerLayer, ScoutLayer};
 use serde_json::json;
 use std::convert::Infallible;
@@ -18,6 +17,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use support::*;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::NamedService;
 use tonic::transport::server::{TcpConnectInfo, TcpIncoming};

@@ -1,4 +1,4 @@
-//! Shared by the `integration_*` tests: the local core agent, install, a raw HTTP/1.1 client.
+//! Shared by the std agent's tests: the local core agent, install, a raw HTTP/1.1 client.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -15,10 +15,17 @@ use tokio::net::TcpStream;
 /// Tests install the global agent: one at a time per binary.
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
+/// The app name the tests register with.
+pub const APP: &str = "Integration App";
+/// The key the tests register with.
+pub const KEY: &str = "INTEGRATIONKEY012345";
+
+/// A configuration reporting to the core agent at `address`, with nothing downloaded or
+/// launched.
 pub fn config_for(address: &str) -> Config {
     let mut c = Config::new()
-        .name("Integration App")
-        .key("INTEGRATIONKEY012345")
+        .name(APP)
+        .key(KEY)
         .monitor(true)
         .core_agent_launch(false)
         .core_agent_download(false);
@@ -32,6 +39,13 @@ pub fn opts() -> InstallOptions {
         ignore_environment: true,
         ..Default::default()
     }
+}
+
+/// Starts the local core agent at `address`.
+pub async fn start_agent(address: Address) -> LocalAgentHandle {
+    LocalAgent::start(LocalAgentConfig::new(address))
+        .await
+        .expect("local agent starts")
 }
 
 /// Starts the local core agent on loopback TCP and installs the std agent reporting to it,

@@ -390,6 +390,7 @@ impl<St: Storage> Encode for RequestBatch<'_, St> {
     fn encode<S: Sink + ?Sized>(&self, out: &mut S) -> Result<(), S::Error> {
         // Ids and timestamps are generated here and are plain ASCII: they are written without
         // escaping, and each timestamp is formatted once.
+        // `tests::batch_fast_path_equals_command_structs` keeps this in step with the structs.
         let req = self.0;
         let ids = req.ids();
         let rid = ids.request_id();
@@ -455,5 +456,119 @@ impl<St: Storage> Encode for RequestBatch<'_, St> {
         out.write(b"\", \"request_id\": \"")?;
         out.write(rid)?;
         out.write(b"\"}}]}}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::SliceSink;
+    use crate::{RequestIds, SpanFlags, Text};
+
+    fn encode<E: Encode>(cmd: &E, out: &mut heapless::Vec<u8, 8192>) {
+        cmd.encode(out).unwrap();
+    }
+
+    /// `RequestBatch` writes each command itself (ids and timestamps unescaped, formatted once);
+    /// the result must equal the command structs' encodings joined as a `BatchCommand`.
+    #[test]
+    fn batch_fast_path_equals_command_structs() {
+        let mut req: Request = Request::new();
+        req.begin(
+            RequestIds::from_parts([3; 16], [5, 6]),
+            Timestamp(1_795_553_928_336_122),
+            1500,
+        );
+        req.start_span(
+            "Controller/x\u{e9}".into(),
+            Timestamp(1_795_553_928_336_200),
+            SpanFlags::NONE,
+        );
+        req.tag_request("user".into(), Value::Str("a\"b")).unwrap();
+        req.start_span(
+            Text::Borrowed("SQL/Query"),
+            Timestamp(1_795_553_928_336_300),
+            SpanFlags::NONE,
+        );
+        req.tag_span("n".into(), Value::Float(1e-7)).unwrap();
+        req.tag_span("ok".into(), Value::Bool(true)).unwrap();
+        req.stop_span(Timestamp(1_795_553_928_337_000)).unwrap();
+        req.stop_span(Timestamp(1_795_553_928_338_000)).unwrap();
+
+        let mut fast = [0u8; 8192];
+        let mut sink = SliceSink::new(&mut fast);
+        RequestBatch(&req).encode(&mut sink).unwrap();
+
+        let mut slow: heapless::Vec<u8, 8192> = heapless::Vec::new();
+        let ids = req.ids();
+        let rid = ids.request_id();
+        let rid = rid.as_str();
+        slow.extend_from_slice(b"{\"BatchCommand\": {\"commands\": [")
+            .unwrap();
+        encode(
+            &StartRequest {
+                timestamp: req.start_time(),
+                request_id: rid,
+            },
+            &mut slow,
+        );
+        for (tag, value) in req.request_tags() {
+            slow.extend_from_slice(b", ").unwrap();
+            encode(
+                &TagRequest {
+                    timestamp: req.start_time(),
+                    request_id: rid,
+                    tag,
+                    value,
+                },
+                &mut slow,
+            );
+        }
+        for span in req.spans() {
+            let sid = ids.span_id(span.index().0);
+            let pid = span.parent().map(|p| ids.span_id(p.0));
+            slow.extend_from_slice(b", ").unwrap();
+            encode(
+                &StartSpan {
+                    timestamp: span.start_time(),
+                    request_id: rid,
+                    span_id: sid.as_str(),
+                    parent_id: pid.as_ref().map(|p| p.as_str()),
+                    operation: span.operation(),
+                },
+                &mut slow,
+            );
+            for (tag, value) in span.tags() {
+                slow.extend_from_slice(b", ").unwrap();
+                let cmd = TagSpan {
+                    timestamp: span.start_time(),
+                    request_id: rid,
+                    span_id: sid.as_str(),
+                    tag,
+                    value,
+                };
+                encode(&cmd, &mut slow);
+            }
+            slow.extend_from_slice(b", ").unwrap();
+            encode(
+                &StopSpan {
+                    timestamp: span.end_time(),
+                    request_id: rid,
+                    span_id: sid.as_str(),
+                },
+                &mut slow,
+            );
+        }
+        slow.extend_from_slice(b", ").unwrap();
+        encode(
+            &FinishRequest {
+                timestamp: req.end_time(),
+                request_id: rid,
+            },
+            &mut slow,
+        );
+        slow.extend_from_slice(b"]}}").unwrap();
+
+        assert_eq!(sink.written(), &slow[..]);
     }
 }

@@ -31,7 +31,6 @@ fn is_agent_frame(function: &str) -> bool {
     f.starts_with("scout_std::")
         || f.starts_with("scout_core::")
         || f.starts_with("std::backtrace")
-        || f.starts_with("std::backtrace_rs")
         || f.starts_with("core::ptr::drop_in_place<scout_std")
 }
 

@@ -174,6 +174,10 @@ impl Drops {
             + u64::from(self.not_open)
     }
     fn count(&mut self, reason: DropReason) {
+        self.count_n(reason, 1);
+    }
+    fn count_n(&mut self, reason: DropReason, n: usize) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
         let c = match reason {
             DropReason::SpanLimit => &mut self.span_limit,
             DropReason::SpanCapacity => &mut self.span_capacity,
@@ -182,7 +186,7 @@ impl Drops {
             DropReason::Arena => &mut self.arena,
             DropReason::NotOpen => &mut self.not_open,
         };
-        *c = c.saturating_add(1);
+        *c = c.saturating_add(n);
     }
 }
 
@@ -403,14 +407,7 @@ impl<S: Storage> Request<S> {
         if flags.contains(SpanFlags::IGNORE) {
             return (unrecorded, SpanStart::Ignored);
         }
-        let reason = if self.completed >= self.span_limit {
-            Some(DropReason::SpanLimit)
-        } else if self.spans.len() >= MAX_INDEX {
-            Some(DropReason::SpanCapacity)
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
+        if let Some(reason) = self.no_room() {
             self.drops.count(reason);
             return (unrecorded, SpanStart::Dropped(reason));
         }
@@ -746,6 +743,17 @@ impl<S: Storage> Request<S> {
         }
     }
 
+    /// Why a new span cannot be recorded now (span limit reached, or no index left), if so.
+    fn no_room(&self) -> Option<DropReason> {
+        if self.completed >= self.span_limit {
+            Some(DropReason::SpanLimit)
+        } else if self.spans.len() >= MAX_INDEX {
+            Some(DropReason::SpanCapacity)
+        } else {
+            None
+        }
+    }
+
     /// The innermost open recorded span (the parent a new span would get).
     pub fn innermost_span(&self) -> Option<SpanIdx> {
         (self.top_recorded != NONE && self.state == State::Open)
@@ -766,25 +774,13 @@ impl<S: Storage> Request<S> {
         let mut copied = 0usize;
         let total = other.spans.len();
         for (i, rec) in other.spans.as_slice().iter().enumerate() {
-            let reason = if self.completed >= self.span_limit {
-                Some(DropReason::SpanLimit)
-            } else if self.spans.len() >= MAX_INDEX {
-                Some(DropReason::SpanCapacity)
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                for _ in i..total {
-                    self.drops.count(reason);
-                }
+            if let Some(reason) = self.no_room() {
+                self.drops.count_n(reason, total - i);
                 break;
             }
             let mark = self.arena.len();
             let Some(op) = self.copy_str(other.resolve(rec.op)) else {
-                self.drops.count(DropReason::Arena);
-                for _ in i + 1..total {
-                    self.drops.count(DropReason::Arena);
-                }
+                self.drops.count_n(DropReason::Arena, total - i);
                 break;
             };
             let parent = if rec.parent == NONE {
@@ -804,9 +800,7 @@ impl<S: Storage> Request<S> {
             };
             if self.spans.try_push(new).is_err() {
                 self.arena.truncate(mark);
-                for _ in i..total {
-                    self.drops.count(DropReason::SpanCapacity);
-                }
+                self.drops.count_n(DropReason::SpanCapacity, total - i);
                 break;
             }
             let idx = SpanIdx((base + i) as u16);

@@ -434,8 +434,8 @@ impl<S: Storage> Request<S> {
         }
         let idx = idx as u16;
         if self.operation == NONE {
-            let name = self.resolve(op_ref);
-            if name.starts_with("Controller/") || name.starts_with("Job/") {
+            let name = self.bytes(op_ref);
+            if name.starts_with(b"Controller/") || name.starts_with(b"Job/") {
                 self.operation = idx;
                 self.real = true;
             }
@@ -610,7 +610,7 @@ impl<S: Storage> Request<S> {
             let Some(t) = self.tags.as_slice().get(usize::from(cur)) else {
                 break;
             };
-            if self.resolve(t.key) == key.as_str() {
+            if self.bytes(t.key) == key.as_str().as_bytes() {
                 let mark = self.arena.len();
                 let v = self
                     .store_value(value)
@@ -714,6 +714,17 @@ impl<S: Storage> Request<S> {
             Value::Bool(b) => StoredValue::Bool(b),
             Value::Null => StoredValue::Null,
         })
+    }
+
+    /// The bytes of a stored string (for comparisons: no UTF-8 check).
+    fn bytes(&self, r: StrRef) -> &[u8] {
+        match r {
+            StrRef::Static(s) => s.as_bytes(),
+            StrRef::Arena { start, len } => {
+                let (start, len) = (start as usize, len as usize);
+                self.arena.as_slice().get(start..start + len).unwrap_or(&[])
+            }
+        }
     }
 
     fn resolve(&self, r: StrRef) -> &str {
@@ -893,7 +904,15 @@ impl<S: Storage> Request<S> {
     }
     /// The value of a request tag.
     pub fn request_tag(&self, key: &str) -> Option<Value<'_>> {
-        self.request_tags().find(|(k, _)| *k == key).map(|(_, v)| v)
+        let mut cur = self.req_first_tag;
+        while cur != NONE {
+            let t = self.tags.as_slice().get(usize::from(cur))?;
+            if self.bytes(t.key) == key.as_bytes() {
+                return Some(self.resolve_value(t.value));
+            }
+            cur = t.next;
+        }
+        None
     }
     /// Request tags in first-insertion order.
     pub fn request_tags(&self) -> TagIter<'_, S> {

@@ -83,6 +83,21 @@ pub fn rate(config: &Config, operation: &str, ignore_tagged: bool) -> f64 {
     }
 }
 
+/// True when `config` reports every request not tagged `ignore_transaction`: no sampling
+/// rate below 1 and no ignore or per-endpoint/per-job rule. Then [`rate`] is 1 for every
+/// operation, so the agent can skip reading the operation and drawing a random number.
+pub fn sends_everything(config: &Config) -> bool {
+    let full = |r: Option<f64>| r.is_none_or(|r| r >= 1.0);
+    config.sample_rate >= 1.0
+        && full(config.endpoint_sample_rate)
+        && full(config.job_sample_rate)
+        && config.sample_endpoints.is_empty()
+        && config.sample_jobs.is_empty()
+        && config.ignore_endpoints.is_empty()
+        && config.ignore_jobs.is_empty()
+        && config.ignore.is_empty()
+}
+
 /// Decides whether to send a finished request, given a uniform random draw in `[0, 1)`.
 pub fn should_send(config: &Config, operation: &str, ignore_tagged: bool, draw: f64) -> bool {
     let r = rate(config, operation, ignore_tagged);
@@ -92,6 +107,40 @@ pub fn should_send(config: &Config, operation: &str, ignore_tagged: bool, draw: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sends_everything_agrees_with_rate() {
+        let ops = [
+            "Controller/x",
+            "Controller/GET /health",
+            "Job/mail",
+            "Middleware",
+            "",
+        ];
+        let settings: [(&str, &str); 9] = [
+            ("sample_rate", "99"),
+            ("sample_rate", "100"),
+            ("endpoint_sample_rate", "50"),
+            ("job_sample_rate", "0"),
+            ("sample_endpoints", "x:100"),
+            ("sample_jobs", "mail:20"),
+            ("ignore_endpoints", "health"),
+            ("ignore_jobs", "mail"),
+            ("ignore", "/health"),
+        ];
+        assert!(sends_everything(&Config::new()));
+        for (key, value) in settings {
+            let mut c = Config::new();
+            c.set(key, value).unwrap();
+            let all = ops.iter().all(|op| rate(&c, op, false) >= 1.0);
+            if sends_everything(&c) {
+                assert!(all, "{key}={value}: claims every request is sent");
+            }
+            if key != "sample_rate" || value != "100" {
+                assert!(!sends_everything(&c), "{key}={value}");
+            }
+        }
+    }
 
     #[test]
     fn decisions() {

@@ -21,6 +21,9 @@ pub(crate) struct Shared {
     pub(crate) config: RwLock<Config>,
     span_limit: AtomicU64,
     backtrace_us: AtomicU64,
+    /// The settings send every request not tagged `ignore_transaction` (no sampling or
+    /// ignore rule): the common case skips the sampling decision.
+    sends_everything: AtomicBool,
     running: AtomicBool,
     tx: tokio::sync::mpsc::Sender<Msg>,
 }
@@ -49,17 +52,7 @@ impl Shared {
             req.request_tag("ignore_transaction"),
             Some(scout_core::Value::Bool(true))
         );
-        let draw = RNG.with(|r| (r.borrow_mut().next_u64() >> 11) as f64 / (1u64 << 53) as f64);
-        let send = match self.config.read() {
-            Ok(cfg) => scout_core::sampling::should_send(
-                &cfg,
-                req.operation().unwrap_or(""),
-                ignored,
-                draw,
-            ),
-            Err(_) => true,
-        };
-        if !send {
+        if (ignored || !self.sends_everything.load(Relaxed)) && !self.sampled_in(&req, ignored) {
             stats::inc(&self.counters.requests_sampled_out);
             self.pool.give(req);
             return;
@@ -72,6 +65,20 @@ impl Shared {
                     self.pool.give(req);
                 }
             }
+        }
+    }
+
+    /// The sampling decision for a request under the current settings.
+    fn sampled_in(&self, req: &StdRequest, ignored: bool) -> bool {
+        let draw = RNG.with(|r| (r.borrow_mut().next_u64() >> 11) as f64 / (1u64 << 53) as f64);
+        match self.config.read() {
+            Ok(cfg) => scout_core::sampling::should_send(
+                &cfg,
+                req.operation().unwrap_or(""),
+                ignored,
+                draw,
+            ),
+            Err(_) => true,
         }
     }
 
@@ -179,6 +186,7 @@ pub fn install_with(config: Config, options: InstallOptions) -> AgentGuard {
         pool: Pool::default(),
         span_limit: AtomicU64::new(u64::from(config.span_limit)),
         backtrace_us: AtomicU64::new(u64::from(config.backtrace_threshold_ms) * 1000),
+        sends_everything: AtomicBool::new(scout_core::sampling::sends_everything(&config)),
         running: AtomicBool::new(true),
         config: RwLock::new(config),
         tx,
@@ -310,5 +318,8 @@ pub fn set_setting(key: &str, value: &str) -> Result<(), scout_core::config::Err
     shared
         .backtrace_us
         .store(u64::from(cfg.backtrace_threshold_ms) * 1000, Relaxed);
+    shared
+        .sends_everything
+        .store(scout_core::sampling::sends_everything(&cfg), Relaxed);
     Ok(())
 }

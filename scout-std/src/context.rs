@@ -333,6 +333,38 @@ pub fn tag_request(key: &str, value: Value<'_>) {
     });
 }
 
+/// [`tag_request`] with a key that needs no copy (the integrations' own keys).
+pub(crate) fn tag_request_static(key: &'static str, value: Value<'_>) {
+    with_current(|c| {
+        if c.req.tag_request(Text::Static(key), value).is_err() {
+            stats::inc(&c.agent.counters.data_dropped_capacity);
+        }
+    });
+}
+
+/// Access to the current request for setting several tags at once (see [`with_tagger`]).
+pub(crate) struct Tagger<'a> {
+    cur: &'a mut Current,
+}
+
+impl Tagger<'_> {
+    /// Tags the request (a full request counts the tag as dropped).
+    pub(crate) fn tag(&mut self, key: &'static str, value: Value<'_>) {
+        if self.cur.req.tag_request(Text::Static(key), value).is_err() {
+            stats::inc(&self.cur.agent.counters.data_dropped_capacity);
+        }
+    }
+    /// When the request began.
+    pub(crate) fn start_time(&self) -> Timestamp {
+        self.cur.req.start_time()
+    }
+}
+
+/// Runs `f` with the current request, if there is one.
+pub(crate) fn with_tagger<R>(f: impl FnOnce(&mut Tagger<'_>) -> R) -> Option<R> {
+    with_current(|cur| f(&mut Tagger { cur }))
+}
+
 /// Tags the innermost open span of the current request.
 pub fn tag_span(key: &str, value: Value<'_>) {
     with_current(|c| {
@@ -465,20 +497,24 @@ impl<F: Future> Transaction<F> {
     fn build(inner: F, kind: &'static str, name: &str, real: bool) -> Self {
         Self {
             inner,
-            state: TxState {
-                kind,
-                name: Some(name.into()),
-                real,
-                slot: None,
-                opened: Opened::Nothing,
-                joined: false,
-                carry: None,
-            },
+            state: TxState::new(kind, Some(name.into()), real),
         }
     }
 }
 
 impl TxState {
+    fn new(kind: &'static str, name: Option<Box<str>>, real: bool) -> Self {
+        Self {
+            kind,
+            name,
+            real,
+            slot: None,
+            opened: Opened::Nothing,
+            joined: false,
+            carry: None,
+        }
+    }
+
     fn first_poll(&mut self, name: &str) {
         if let Some(carry) = self.carry.take() {
             let cur = carry.start(name);
@@ -519,7 +555,7 @@ impl TxState {
 
 /// Puts a request into the thread-local slot for the duration of a poll, and takes it back
 /// when dropped, also while unwinding from a panic (then tagging the request `error`).
-struct Installed<'a> {
+pub(crate) struct Installed<'a> {
     slot: &'a mut Option<Current>,
 }
 
@@ -584,6 +620,69 @@ impl<F: Future> Future for Transaction<F> {
 /// their outermost layer and the controller span once routing named the endpoint.
 pub fn request_scope<F: Future>(fut: F, root_operation: &str) -> Transaction<F> {
     Transaction::build(fut, "", root_operation, false)
+}
+
+/// A transaction begun eagerly by a framework integration, when its service is called rather
+/// than at the first poll (see [`begin`]): the span is open; [`Begun::run`] creates the future
+/// with the request current and wraps it. Dropped without `run` (a panic in between), the new
+/// request is reported as abandoned.
+pub(crate) struct Begun {
+    state: TxState,
+}
+
+impl Drop for Begun {
+    fn drop(&mut self) {
+        if let Some(cur) = self.state.slot.take() {
+            finish_abandoned(cur);
+        }
+    }
+}
+
+/// Opens the span `parts` (concatenated, used as the operation) now: in the current request
+/// if there is one, otherwise in a new request of `agent` (when given). Costs no allocation:
+/// the name is copied into the request. `real` marks the request as reportable (a
+/// `Controller/` or `Job/` span).
+pub(crate) fn begin(parts: &[&str], real: bool, agent: Option<Arc<Shared>>) -> Begun {
+    let flags = SpanFlags::NO_BACKTRACE;
+    let mut state = TxState::new("", None, real);
+    let joined = with_current(|c| {
+        let r = c.req.start_span_parts(parts, agent::now(), flags);
+        if real {
+            c.req.mark_real();
+        }
+        recorded(r)
+    });
+    if let Some(r) = joined {
+        state.opened = Opened::Span(r);
+        state.joined = true;
+    } else if let Some(agent) = agent {
+        let now = agent::now();
+        let mut req = agent.new_request(now);
+        let r = req.start_span_parts(parts, now, flags);
+        if real {
+            req.mark_real();
+        }
+        state.opened = Opened::Span(recorded(r));
+        state.slot = Some(Current::new(req, agent));
+    }
+    Begun { state }
+}
+
+impl Begun {
+    /// Makes a new request current until the guard drops, so that services called meanwhile
+    /// (creating the future to wrap) see it. A joined request is current already.
+    pub(crate) fn enter(&mut self) -> Option<Installed<'_>> {
+        self.state
+            .slot
+            .is_some()
+            .then(|| Installed::new(&mut self.state.slot))
+    }
+
+    /// The transaction recording `inner`.
+    pub(crate) fn into_transaction<F: Future>(mut self, inner: F) -> Transaction<F> {
+        let state = std::mem::replace(&mut self.state, TxState::new("", None, false));
+        Transaction { inner, state }
+    }
 }
 
 fn finish_abandoned(mut cur: Current) {

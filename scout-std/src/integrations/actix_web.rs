@@ -33,8 +33,8 @@
 //! ```
 
 use super::Tagged;
-use super::web::{Headers, Overrides, RequestTags};
-use crate::context::{FutureExt as _, Transaction, request_scope};
+use super::web::{self, Headers, Overrides, RequestView, TagPlan};
+use crate::context::{Transaction, begin};
 use actix_web::HttpMessage as _;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::HeaderMap;
@@ -61,11 +61,15 @@ enum Marker {
     Skip,
 }
 
-fn tags(o: &Arc<Overrides>, req: &ServiceRequest) -> Option<RequestTags> {
-    let query = Some(req.query_string()).filter(|q| !q.is_empty());
-    RequestTags::compute(o, req.path(), query, req.headers(), || {
-        req.peer_addr().map(|a| a.ip())
-    })
+/// Sets the request tags of `req` on the current request.
+fn tag_current(req: &ServiceRequest, plan: &TagPlan) {
+    let view = RequestView {
+        path: req.path(),
+        query: Some(req.query_string()).filter(|q| !q.is_empty()),
+        path_and_query: req.uri().path_and_query().map(|p| p.as_str()),
+        headers: req.headers().scout_headers(),
+    };
+    web::tag_current(plan, &view, || req.peer_addr().map(|a| a.ip()));
 }
 
 fn failed<B>(r: &Result<ServiceResponse<B>, actix_web::Error>) -> bool {
@@ -195,7 +199,7 @@ where
                 },
             };
         }
-        let Some(tags) = tags(&self.overrides, &req) else {
+        let Some((agent, plan)) = self.overrides.plan(req.path()) else {
             return MiddlewareFuture {
                 kind: MwKind::Bypass {
                     fut: self.service.call(req),
@@ -203,43 +207,17 @@ where
             };
         };
         req.extensions_mut().insert(Marker::TagsSet);
-        // The inner services are called at the first poll, inside the request, so that work
-        // the application's middleware does in `call` itself is recorded as `Middleware`.
-        let deferred = Deferred::Init {
-            call: Some((self.service.clone(), req)),
+        // The request begins now and is current while the inner services are called, so that
+        // work the application's middleware does in `call` itself is recorded as `Middleware`.
+        let mut begun = begin(&["Middleware"], false, Some(agent));
+        let fut = {
+            let _current = begun.enter();
+            tag_current(&req, &plan);
+            self.service.call(req)
         };
-        let fut = Tagged::new(deferred, tags, failed::<B>);
+        let fut = begun.into_transaction(Tagged::new(fut, (), failed::<B>));
         MiddlewareFuture {
-            kind: MwKind::Recorded {
-                fut: request_scope(fut, "Middleware"),
-            },
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Calls the service at the first poll.
-    #[project = DeferredProj]
-    enum Deferred<S: Service<ServiceRequest>> {
-        Init { call: Option<(Rc<S>, ServiceRequest)> },
-        Running { #[pin] fut: S::Future },
-    }
-}
-
-impl<S: Service<ServiceRequest>> Future for Deferred<S> {
-    type Output = Result<S::Response, S::Error>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            match self.as_mut().project() {
-                DeferredProj::Init { call } => {
-                    let Some((svc, req)) = call.take() else {
-                        return Poll::Pending;
-                    };
-                    let fut = svc.call(req);
-                    self.set(Self::Running { fut });
-                }
-                DeferredProj::Running { fut } => return fut.poll(cx),
-            }
+            kind: MwKind::Recorded { fut },
         }
     }
 }
@@ -248,7 +226,7 @@ pin_project_lite::pin_project! {
     #[project = MwKindProj]
     enum MwKind<S: Service<ServiceRequest>> {
         Bypass { #[pin] fut: S::Future },
-        Recorded { #[pin] fut: Transaction<Tagged<Deferred<S>, RequestTags>> },
+        Recorded { #[pin] fut: Transaction<Tagged<S::Future, ()>> },
     }
 }
 
@@ -294,24 +272,38 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let marker = req.extensions().get::<Marker>().copied();
-        let tags = if marker == Some(Marker::Skip) {
+        let plan = if marker == Some(Marker::Skip) {
             return ActixFuture::bypass(self.service.call(req));
         } else if marker == Some(Marker::TagsSet) {
             None
         } else if self.overrides.skips(req.path()) {
             return ActixFuture::bypass(self.service.call(req));
         } else {
-            match tags(&self.overrides, &req) {
-                Some(t) => Some(t),
+            match self.overrides.plan(req.path()) {
+                Some(p) => Some(p),
                 None => return ActixFuture::bypass(self.service.call(req)),
             }
         };
-        let Some(pattern) = req.match_pattern() else {
-            return ActixFuture::bypass(self.service.call(req));
+        let (agent, plan) = match plan {
+            Some((agent, plan)) => (Some(agent), Some(plan)),
+            None => (None, None),
         };
-        let name = format!("{} {}", req.method(), pattern);
-        let fut = Tagged::new(self.service.call(req), tags, failed::<B>);
-        ActixFuture::recorded(fut.web_transaction(&name))
+        let mut begun = match req.match_pattern() {
+            Some(pattern) => begin(
+                &["Controller/", req.method().as_str(), " ", &pattern],
+                true,
+                agent,
+            ),
+            None => return ActixFuture::bypass(self.service.call(req)),
+        };
+        let fut = {
+            let _current = begun.enter();
+            if let Some(plan) = &plan {
+                tag_current(&req, plan);
+            }
+            self.service.call(req)
+        };
+        ActixFuture::recorded(begun.into_transaction(Tagged::new(fut, (), failed::<B>)))
     }
 }
 

@@ -36,7 +36,7 @@ pub mod web;
 
 /// A handler's future recorded as the controller transaction of its request.
 #[cfg(any(feature = "tower", feature = "actix-web"))]
-type Recorded<F> = crate::context::Transaction<Tagged<F, Option<web::RequestTags>>>;
+type Recorded<F> = crate::context::Transaction<Tagged<F, ()>>;
 
 #[cfg(any(feature = "tower", feature = "actix-web"))]
 pin_project_lite::pin_project! {
@@ -100,13 +100,6 @@ pub(crate) trait Apply {
 
 impl Apply for () {
     fn apply(self) {}
-}
-
-#[cfg(any(feature = "tower", feature = "actix-web"))]
-impl Apply for web::RequestTags {
-    fn apply(self) {
-        self.tag_current();
-    }
 }
 
 impl<T: Apply> Apply for Option<T> {

@@ -47,12 +47,12 @@
 //! ```
 
 use super::Tagged;
-use super::web::{self, Headers, Overrides, RequestTags};
-use crate::context::{FutureExt as _, Transaction, in_request, request_scope};
+use super::web::{self, Headers, Overrides, RequestView, ScoutHeaders, TagPlan};
+use crate::agent::Shared;
+use crate::context::{Transaction, begin, in_request};
 use http::header::{CONTENT_TYPE, HeaderName};
 use http::{Extensions, HeaderMap, Method, Request, Response, Uri};
 use scout_core::config::UriReporting;
-use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -95,6 +95,26 @@ const X_QUEUE_START: HeaderName = HeaderName::from_static("x-queue-start");
 const X_REQUEST_START: HeaderName = HeaderName::from_static("x-request-start");
 
 impl Headers for HeaderMap {
+    fn scout_headers(&self) -> ScoutHeaders<'_> {
+        // One pass over the headers instead of four hashed lookups; the first value of each
+        // name wins, as with `get`.
+        let mut h = ScoutHeaders::default();
+        for (name, value) in self {
+            let slot = match name.as_str() {
+                "x-forwarded-for" => &mut h.x_forwarded_for,
+                "client-ip" => &mut h.client_ip,
+                "x-queue-start" => &mut h.x_queue_start,
+                "x-request-start" => &mut h.x_request_start,
+                _ => continue,
+            };
+            if slot.is_none() {
+                // A value that is not visible ASCII counts as absent, as with `header`.
+                *slot = Some(value.to_str().unwrap_or(""));
+            }
+        }
+        h
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         // The names the integration reads are looked up without parsing them each time.
         let v = match name {
@@ -117,44 +137,16 @@ fn original_uri<B>(req: &Request<B>) -> &Uri {
     req.uri()
 }
 
-/// The settings that decide the request tags, read once when the request arrives; the tags
-/// themselves are set at the first poll, borrowing from the request.
-#[derive(Clone, Copy)]
-struct TagPlan {
-    collect_ip: bool,
-    uri_reporting: UriReporting,
-    ignored: bool,
-    peer_ip: PeerIpFn,
-}
-
-/// Sets the request tags of `req` on the current request (see [`RequestTags`] for the same
-/// tags computed ahead).
-fn tag_current<B>(req: &Request<B>, plan: &TagPlan) {
+/// Sets the request tags of `req` on the current request.
+fn tag_current<B>(req: &Request<B>, plan: &TagPlan, peer_ip: PeerIpFn) {
     let uri = original_uri(req);
-    web::tag_path_current(
-        uri.path(),
-        uri.query(),
-        uri.path_and_query().map(|p| p.as_str()),
-        plan.uri_reporting,
-    );
-    let headers = req.headers();
-    if plan.collect_ip {
-        web::tag_user_ip_current(
-            headers.header("x-forwarded-for"),
-            headers.header("client-ip"),
-            || (plan.peer_ip)(req.extensions()),
-        );
-    }
-    let queue = headers
-        .header("x-queue-start")
-        .filter(|v| !v.is_empty())
-        .or_else(|| headers.header("x-request-start"));
-    if let Some(q) = queue {
-        web::tag_queue_time_current(q);
-    }
-    if plan.ignored {
-        crate::context::tag_request("ignore_transaction", scout_core::Value::Bool(true));
-    }
+    let view = RequestView {
+        path: uri.path(),
+        query: uri.query(),
+        path_and_query: uri.path_and_query().map(|p| p.as_str()),
+        headers: req.headers().scout_headers(),
+    };
+    web::tag_current(plan, &view, || peer_ip(req.extensions()));
 }
 
 /// gRPC requests (always `POST`, `content-type: application/grpc...`).
@@ -216,27 +208,10 @@ impl fmt::Debug for Settings {
 }
 
 impl Settings {
-    /// The tag settings; `None` when the agent is not installed.
-    fn plan<B>(&self, req: &Request<B>) -> Option<TagPlan> {
-        let o = &self.overrides;
-        let path = original_uri(req).path();
-        crate::agent::with_config(|c| TagPlan {
-            collect_ip: o.collect_remote_ip.unwrap_or(c.collect_remote_ip),
-            uri_reporting: o.uri_reporting.unwrap_or(c.uri_reporting),
-            ignored: !c.ignore.is_empty() && web::is_ignored_path(path, c.ignore.iter()),
-            peer_ip: self.peer_ip,
-        })
-    }
-
-    fn tags<B>(&self, req: &Request<B>) -> Option<RequestTags> {
-        let uri = original_uri(req);
-        RequestTags::compute(
-            &self.overrides,
-            uri.path(),
-            uri.query(),
-            req.headers(),
-            || (self.peer_ip)(req.extensions()),
-        )
+    /// The installed agent and the tag settings for `req`; `None` when the agent is not
+    /// installed.
+    fn plan<B>(&self, req: &Request<B>) -> Option<(Arc<Shared>, TagPlan)> {
+        self.overrides.plan(original_uri(req).path())
     }
 }
 
@@ -331,57 +306,23 @@ where
             req.extensions_mut().insert(Skip);
             return ScoutFuture::bypass(self.inner.call(req));
         }
-        let Some(plan) = self.settings.plan(&req) else {
+        let Some((agent, plan)) = self.settings.plan(&req) else {
             return ScoutFuture::bypass(self.inner.call(req));
         };
         let failed = failed_fn::<B, RB, S::Error>(&req);
-        // The inner services are called at the first poll, inside the request, so that work
-        // they do in `call` itself is recorded too (and the controller layer knows it runs
-        // inside a request). The request tags are set then too, borrowing from the request.
-        // The ready service goes with the request (the usual tower pattern); a clone stays
-        // here for the next `poll_ready`.
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
-        let fut = Tagged::new(
-            Deferred::Init {
-                call: Some((ready, req, plan)),
-                tag: tag_current::<B>,
-            },
-            (),
-            failed,
-        );
+        let peer_ip = self.settings.peer_ip;
+        // The request begins now and is current while the inner services are called, so that
+        // work they do in `call` itself is recorded too, and the controller layer knows it
+        // runs inside a request. The request tags are set first, borrowing from the request.
+        let mut begun = begin(&["Middleware"], false, Some(agent));
+        let fut = {
+            let _current = begun.enter();
+            tag_current(&req, &plan, peer_ip);
+            self.inner.call(req)
+        };
+        let fut = begun.into_transaction(Tagged::new(fut, (), failed));
         ScoutFuture {
-            kind: ScoutKind::Recorded {
-                fut: request_scope(fut, "Middleware"),
-            },
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Tags the request and calls the service at the first poll.
-    #[project = DeferredProj]
-    enum Deferred<S: Service<Req>, Req> {
-        Init { call: Option<(S, Req, TagPlan)>, tag: fn(&Req, &TagPlan) },
-        Running { #[pin] fut: S::Future },
-    }
-}
-
-impl<S: Service<Req>, Req> Future for Deferred<S, Req> {
-    type Output = Result<S::Response, S::Error>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            match self.as_mut().project() {
-                DeferredProj::Init { call, tag } => {
-                    let Some((mut svc, req, plan)) = call.take() else {
-                        return Poll::Pending;
-                    };
-                    tag(&req, &plan);
-                    let fut = svc.call(req);
-                    self.set(Self::Running { fut });
-                }
-                DeferredProj::Running { fut } => return fut.poll(cx),
-            }
+            kind: ScoutKind::Recorded { fut },
         }
     }
 }
@@ -390,7 +331,7 @@ pin_project_lite::pin_project! {
     #[project = ScoutKindProj]
     enum ScoutKind<S: Service<Req>, Req> {
         Bypass { #[pin] fut: S::Future },
-        Recorded { #[pin] fut: Transaction<Tagged<Deferred<S, Req>, ()>> },
+        Recorded { #[pin] fut: Transaction<Tagged<S::Future, ()>> },
     }
 }
 
@@ -522,53 +463,45 @@ impl ControllerLayer {
 
     #[cfg(test)]
     fn name<B>(&self, req: &Request<B>) -> Option<String> {
-        let mut buf = String::new();
-        self.write_name(req, &mut buf).then_some(buf)
+        self.with_name(req, |parts| parts.concat()[CONTROLLER.len()..].to_owned())
     }
 
-    /// Writes the controller name of `req` into `buf`; false when the request is not named.
-    fn write_name<B>(&self, req: &Request<B>, buf: &mut String) -> bool {
+    /// Calls `f` with the operation of `req` in parts (`Controller/`, method, ` `, route:
+    /// copied into the request without an intermediate string); `None` when the request is
+    /// not named.
+    fn with_name<B, R>(&self, req: &Request<B>, f: impl FnOnce(&[&str]) -> R) -> Option<R> {
         match &self.naming {
             Naming::Auto => {
                 #[cfg(feature = "axum")]
                 if let Some(m) = req.extensions().get::<::axum::extract::MatchedPath>() {
-                    push_method_route(buf, req.method(), m.as_str());
-                    return true;
+                    return Some(f(&[CONTROLLER, req.method().as_str(), " ", m.as_str()]));
                 }
                 if is_grpc(req) {
                     let p = req.uri().path().trim_start_matches('/');
-                    buf.push_str(p);
-                    return !p.is_empty();
+                    return (!p.is_empty()).then(|| f(&[CONTROLLER, p]));
                 }
-                false
+                None
             }
-            Naming::Path => {
-                push_method_route(buf, req.method(), req.uri().path());
-                true
-            }
-            Naming::Custom(f) => {
+            Naming::Path => Some(f(&[
+                CONTROLLER,
+                req.method().as_str(),
+                " ",
+                req.uri().path(),
+            ])),
+            Naming::Custom(custom) => {
                 let route = RouteInfo {
                     method: req.method(),
                     uri: req.uri(),
                     headers: req.headers(),
                     extensions: req.extensions(),
                 };
-                f(&route).map(|n| buf.push_str(&n)).is_some()
+                custom(&route).map(|n| f(&[CONTROLLER, &n]))
             }
         }
     }
 }
 
-fn push_method_route(buf: &mut String, method: &Method, route: &str) {
-    buf.push_str(method.as_str());
-    buf.push(' ');
-    buf.push_str(route);
-}
-
-thread_local! {
-    /// Reused for controller names, which the transaction copies.
-    static NAME: Cell<String> = const { Cell::new(String::new()) };
-}
+const CONTROLLER: &str = "Controller/";
 
 impl<S> Layer<S> for ControllerLayer {
     type Service = ControllerService<S>;
@@ -601,31 +534,37 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let settings = &self.layer.settings;
-        // Inside a request (a ScoutLayer's) this layer only needs the name; outside one it
-        // starts the request, so it computes the tags (which also tells whether the agent is
-        // installed).
-        let tags = if in_request() {
+        // Inside a request (a ScoutLayer's) this layer only opens the controller span; outside
+        // one it starts the request and sets the request tags itself.
+        let plan = if in_request() {
             None
         } else if req.extensions().get::<Skip>().is_some()
             || settings.overrides.skips(req.uri().path())
         {
             return ResponseFuture::bypass(self.inner.call(req));
         } else {
-            match settings.tags(&req) {
-                Some(t) => Some(t),
+            match settings.plan(&req) {
+                Some(p) => Some(p),
                 None => return ResponseFuture::bypass(self.inner.call(req)),
             }
         };
-        let mut name = NAME.take();
-        name.clear();
-        if !self.layer.write_name(&req, &mut name) {
-            NAME.set(name);
+        let (agent, plan) = match plan {
+            Some((agent, plan)) => (Some(agent), Some(plan)),
+            None => (None, None),
+        };
+        let Some(mut begun) = self.layer.with_name(&req, |op| begin(op, true, agent)) else {
             return ResponseFuture::bypass(self.inner.call(req));
-        }
+        };
         let failed = failed_fn::<B, RB, S::Error>(&req);
-        let fut = Tagged::new(self.inner.call(req), tags, failed).web_transaction(&name);
-        NAME.set(name);
-        ResponseFuture::recorded(fut)
+        let peer_ip = settings.peer_ip;
+        let fut = {
+            let _current = begun.enter();
+            if let Some(plan) = &plan {
+                tag_current(&req, plan, peer_ip);
+            }
+            self.inner.call(req)
+        };
+        ResponseFuture::recorded(begun.into_transaction(Tagged::new(fut, (), failed)))
     }
 }
 

@@ -18,7 +18,7 @@
 //! assert_eq!(web::queue_time_ns("t=1700000000000", start_ns), Some(50_000_000));
 //! ```
 
-use crate::context::tag_request;
+use crate::context::tag_request_static as tag_request;
 use scout_core::Value;
 use scout_core::config::UriReporting;
 use std::net::IpAddr;
@@ -59,7 +59,15 @@ pub const FILTERED: &str = "[FILTERED]";
 
 /// True if a parameter with this name is filtered (case-insensitive).
 pub fn is_filtered_key(key: &str) -> bool {
-    FILTERED_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key))
+    is_filtered_key_bytes(key.as_bytes())
+}
+
+fn is_filtered_key_bytes(key: &[u8]) -> bool {
+    // Every filtered name has 3 to 12 bytes: most keys are rejected by length alone.
+    (3..=12).contains(&key.len())
+        && FILTERED_KEYS
+            .iter()
+            .any(|k| k.as_bytes().eq_ignore_ascii_case(key))
 }
 
 /// The `path` tag: `path`, plus `?` and [`filtered_query`] when there are query parameters
@@ -289,6 +297,35 @@ pub fn is_ignored_path<'a>(path: &str, prefixes: impl IntoIterator<Item = &'a st
 /// Read access to request headers, whatever the framework's header map.
 pub(crate) trait Headers {
     fn header(&self, name: &str) -> Option<&str>;
+    /// The headers the integrations read (the first value of each).
+    fn scout_headers(&self) -> ScoutHeaders<'_> {
+        ScoutHeaders {
+            x_forwarded_for: self.header("x-forwarded-for"),
+            client_ip: self.header("client-ip"),
+            x_queue_start: self.header("x-queue-start"),
+            x_request_start: self.header("x-request-start"),
+        }
+    }
+}
+
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+/// The request headers the web integrations read.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ScoutHeaders<'a> {
+    pub(crate) x_forwarded_for: Option<&'a str>,
+    pub(crate) client_ip: Option<&'a str>,
+    pub(crate) x_queue_start: Option<&'a str>,
+    pub(crate) x_request_start: Option<&'a str>,
+}
+
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+impl<'a> ScoutHeaders<'a> {
+    /// The queue-start header: `X-Queue-Start` unless empty, else `X-Request-Start`.
+    pub(crate) fn queue_start(&self) -> Option<&'a str> {
+        self.x_queue_start
+            .filter(|v| !v.is_empty())
+            .or(self.x_request_start)
+    }
 }
 
 #[cfg(any(feature = "tower", feature = "actix-web"))]
@@ -310,88 +347,114 @@ impl Overrides {
 }
 
 #[cfg(any(feature = "tower", feature = "actix-web"))]
-/// The request tags a web integration sets, computed before the handler runs.
-#[derive(Debug, Clone)]
-pub(crate) struct RequestTags {
-    path: String,
-    user_ip: Option<String>,
-    queue_time_ns: Option<u64>,
+/// The settings that decide the request tags, read once when the request arrives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TagPlan {
+    collect_ip: bool,
+    uri_reporting: UriReporting,
     ignored: bool,
 }
 
 #[cfg(any(feature = "tower", feature = "actix-web"))]
-impl RequestTags {
-    /// Computes the tags from the installed agent's settings and `o`; `None` when the agent is
-    /// not installed.
-    pub(crate) fn compute(
-        o: &Arc<Overrides>,
-        path: &str,
-        query: Option<&str>,
-        headers: &dyn Headers,
-        peer: impl FnOnce() -> Option<IpAddr>,
-    ) -> Option<Self> {
-        let (collect_ip, uri, ignored) = crate::agent::with_config(|c| {
-            (
-                o.collect_remote_ip.unwrap_or(c.collect_remote_ip),
-                o.uri_reporting.unwrap_or(c.uri_reporting),
-                !c.ignore.is_empty() && is_ignored_path(path, c.ignore.iter()),
-            )
-        })?;
-        let start = now_ns();
-        let user_ip = if collect_ip {
-            user_ip(
-                headers.header("x-forwarded-for"),
-                headers.header("client-ip"),
-                peer(),
-            )
-        } else {
-            None
+impl Overrides {
+    /// The installed agent and the tag settings for a request to `path` (these overrides
+    /// over the agent's settings); `None` when the agent is not installed.
+    pub(crate) fn plan(&self, path: &str) -> Option<(Arc<crate::agent::Shared>, TagPlan)> {
+        let agent = crate::agent::active()?;
+        let plan = {
+            let c = agent.config.read().ok()?;
+            TagPlan {
+                collect_ip: self.collect_remote_ip.unwrap_or(c.collect_remote_ip),
+                uri_reporting: self.uri_reporting.unwrap_or(c.uri_reporting),
+                ignored: !c.ignore.is_empty() && is_ignored_path(path, c.ignore.iter()),
+            }
         };
-        let queue = headers
-            .header("x-queue-start")
-            .filter(|v| !v.is_empty())
-            .or_else(|| headers.header("x-request-start"));
-        Some(Self {
-            path: path_tag(path, query, uri),
-            user_ip,
-            queue_time_ns: queue.and_then(|q| queue_time_ns(q, start)),
-            ignored,
-        })
+        Some((agent, plan))
     }
+}
 
-    /// Tags the current request.
-    pub(crate) fn tag_current(&self) {
-        tag_request("path", Value::Str(&self.path));
-        if let Some(ip) = &self.user_ip {
-            tag_request("user_ip", Value::Str(ip));
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+/// What the request tags are computed from, borrowed from the framework's request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestView<'a> {
+    /// The path, as the client sent it.
+    pub(crate) path: &'a str,
+    /// The query string, without `?`.
+    pub(crate) query: Option<&'a str>,
+    /// The request target `path?query`, when the framework has it as one string.
+    pub(crate) path_and_query: Option<&'a str>,
+    pub(crate) headers: ScoutHeaders<'a>,
+}
+
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+/// Sets the request tags on the current request: `path`, `user_ip` (from the headers, else
+/// `peer`), `scout.queue_time_ns`, `ignore_transaction`, in one access to the request.
+/// Allocates only for a query string that needs rewriting.
+pub(crate) fn tag_current(
+    plan: &TagPlan,
+    req: &RequestView<'_>,
+    peer: impl FnOnce() -> Option<IpAddr>,
+) {
+    let mut rewritten = String::new();
+    let path = path_value(
+        req.path,
+        req.query,
+        req.path_and_query,
+        plan.uri_reporting,
+        &mut rewritten,
+    );
+    let mut ip_text = IpText {
+        buf: [0; 48],
+        len: 0,
+    };
+    let user_ip = if plan.collect_ip {
+        user_ip_value(
+            req.headers.x_forwarded_for,
+            req.headers.client_ip,
+            peer,
+            &mut ip_text,
+        )
+    } else {
+        None
+    };
+    let queue = req.headers.queue_start();
+    crate::context::with_tagger(|t| {
+        t.tag("path", Value::Str(path));
+        if let Some(ip) = user_ip {
+            t.tag("user_ip", Value::Str(ip));
         }
-        if let Some(q) = self.queue_time_ns {
-            tag_request(
-                "scout.queue_time_ns",
-                Value::Int(i64::try_from(q).unwrap_or(i64::MAX)),
-            );
+        if let Some(q) = queue {
+            let start_ns = u128::from(t.start_time().as_micros()) * 1_000;
+            if let Some(q) = queue_time_ns(q, start_ns) {
+                t.tag(
+                    "scout.queue_time_ns",
+                    Value::Int(i64::try_from(q).unwrap_or(i64::MAX)),
+                );
+            }
         }
-        if self.ignored {
-            tag_request("ignore_transaction", Value::Bool(true));
+        if plan.ignored {
+            t.tag("ignore_transaction", Value::Bool(true));
         }
-    }
+    });
 }
 
 /// True when [`filtered_query`] would return `query` unchanged: every pair is `key=value` of
 /// unreserved characters only (nothing to decode or encode), no key is filtered, and the pairs
 /// are already sorted.
-#[cfg_attr(not(feature = "tower"), allow(dead_code))]
+#[cfg(any(feature = "tower", feature = "actix-web"))]
 fn is_canonical_query(query: &str) -> bool {
-    let unreserved = |s: &str| {
-        s.bytes()
+    let unreserved = |s: &[u8]| {
+        s.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-' | b'~'))
     };
-    let mut prev: Option<(&str, &str)> = None;
-    for pair in query.split('&') {
-        let Some((k, v)) = pair.split_once('=') else {
+    let mut prev: Option<(&[u8], &[u8])> = None;
+    for pair in query.as_bytes().split(|&b| b == b'&') {
+        let Some(eq) = pair.iter().position(|&b| b == b'=') else {
             return false;
         };
-        if !unreserved(k) || !unreserved(v) || is_filtered_key(k) {
+        let (k, v) = pair.split_at(eq);
+        let v = v.get(1..).unwrap_or_default();
+        if !unreserved(k) || !unreserved(v) || is_filtered_key_bytes(k) {
             return false;
         }
         if prev.is_some_and(|p| p > (k, v)) {
@@ -402,18 +465,19 @@ fn is_canonical_query(query: &str) -> bool {
     true
 }
 
-#[cfg(feature = "tower")]
-/// Tags the current request's `path` as [`path_tag`] does, borrowing `path_and_query` (the
-/// request target, `path?query`) when the query needs no rewriting.
-pub(crate) fn tag_path_current(
-    path: &str,
-    query: Option<&str>,
-    path_and_query: Option<&str>,
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+/// The `path` tag as [`path_tag`] computes it, borrowing `path_and_query` (the request
+/// target, `path?query`) when the query needs no rewriting, else written into `rewritten`.
+fn path_value<'a>(
+    path: &'a str,
+    query: Option<&'a str>,
+    path_and_query: Option<&'a str>,
     uri_reporting: UriReporting,
-) {
+    rewritten: &'a mut String,
+) -> &'a str {
     let query = match (uri_reporting, query) {
         (UriReporting::FilteredParams, Some(q)) if !q.is_empty() => q,
-        _ => return tag_request("path", Value::Str(path)),
+        _ => return path,
     };
     if is_canonical_query(query)
         && let Some(pq) = path_and_query
@@ -421,56 +485,54 @@ pub(crate) fn tag_path_current(
         && pq.starts_with(path)
         && pq.ends_with(query)
     {
-        return tag_request("path", Value::Str(pq));
+        return pq;
     }
-    tag_request(
-        "path",
-        Value::Str(&path_tag(path, Some(query), uri_reporting)),
-    );
+    *rewritten = path_tag(path, Some(query), uri_reporting);
+    rewritten
 }
 
-#[cfg(feature = "tower")]
-/// Tags the current request's `user_ip` as [`user_ip`] computes it, without allocating.
-pub(crate) fn tag_user_ip_current(
-    x_forwarded_for: Option<&str>,
-    client_ip: Option<&str>,
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+/// The `user_ip` tag as [`user_ip`] computes it, without allocating (a peer address is
+/// formatted into `buf`).
+fn user_ip_value<'a>(
+    x_forwarded_for: Option<&'a str>,
+    client_ip: Option<&'a str>,
     peer: impl FnOnce() -> Option<IpAddr>,
-) {
+    buf: &'a mut IpText,
+) -> Option<&'a str> {
     fn first(h: Option<&str>) -> Option<&str> {
-        h.and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
+        let v = h?;
+        // Up to the first `,` (ASCII: a char boundary), trimmed.
+        let v = match v.bytes().position(|b| b == b',') {
+            Some(i) => v.get(..i).unwrap_or(v),
+            None => v,
+        };
+        Some(v.trim()).filter(|v| !v.is_empty())
     }
     if let Some(ip) = first(x_forwarded_for).or_else(|| first(client_ip)) {
-        return tag_request("user_ip", Value::Str(ip));
+        return Some(ip);
     }
-    if let Some(ip) = peer() {
-        use std::fmt::Write as _;
-        let mut buf = IpText {
-            buf: [0; 48],
-            len: 0,
-        };
-        if write!(buf, "{ip}").is_ok() {
-            tag_request("user_ip", Value::Str(buf.as_str()));
-        }
-    }
+    let ip = peer()?;
+    use std::fmt::Write as _;
+    write!(buf, "{ip}").ok()?;
+    Some(buf.as_str())
 }
 
-#[cfg(feature = "tower")]
+#[cfg(any(feature = "tower", feature = "actix-web"))]
 /// An IP address formatted on the stack (at most 45 bytes for IPv6).
 struct IpText {
     buf: [u8; 48],
     len: usize,
 }
 
-#[cfg(feature = "tower")]
+#[cfg(any(feature = "tower", feature = "actix-web"))]
 impl IpText {
     fn as_str(&self) -> &str {
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
     }
 }
 
-#[cfg(feature = "tower")]
+#[cfg(any(feature = "tower", feature = "actix-web"))]
 impl std::fmt::Write for IpText {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         let end = self.len + s.len();
@@ -478,22 +540,6 @@ impl std::fmt::Write for IpText {
         dst.copy_from_slice(s.as_bytes());
         self.len = end;
         Ok(())
-    }
-}
-
-#[cfg(feature = "tower")]
-/// Tags the current request's `scout.queue_time_ns` from an `X-Queue-Start` /
-/// `X-Request-Start` value, relative to the request's start.
-pub(crate) fn tag_queue_time_current(header: &str) {
-    let Some(start) = crate::context::request_start() else {
-        return;
-    };
-    let start_ns = u128::from(start.as_micros()) * 1_000;
-    if let Some(q) = queue_time_ns(header, start_ns) {
-        tag_request(
-            "scout.queue_time_ns",
-            Value::Int(i64::try_from(q).unwrap_or(i64::MAX)),
-        );
     }
 }
 
@@ -508,6 +554,13 @@ mod tests {
 
     // 2023-11-14T22:13:20Z: cutoff is 2013-01-01T00:00:00Z = 1 356 998 400 s.
     const START_NS: u128 = 1_700_000_000_000_000_000;
+
+    #[test]
+    fn filtered_key_lengths_fit_the_quick_reject() {
+        assert!(FILTERED_KEYS.iter().all(|k| (3..=12).contains(&k.len())));
+        assert!(is_filtered_key("PassWord") && is_filtered_key("card[number]"));
+        assert!(!is_filtered_key("q") && !is_filtered_key("page"));
+    }
 
     #[test]
     fn cutoff_is_ten_years_before_this_year() {

@@ -123,9 +123,21 @@ pub(crate) fn now() -> Timestamp {
 static AGENT: RwLock<Option<Arc<Shared>>> = RwLock::new(None);
 static CONTROL: Mutex<Option<SenderCtl>> = Mutex::new(None);
 
+/// Set while an agent is installed: lets the API skip the lock when none is (a hint only;
+/// [`active`] decides).
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
 /// The installed, running agent.
 pub(crate) fn active() -> Option<Arc<Shared>> {
+    if !installed() {
+        return None;
+    }
     AGENT.read().ok().and_then(|a| a.clone())
+}
+
+/// False when no agent is installed (then nothing is recorded), without taking a lock.
+pub(crate) fn installed() -> bool {
+    INSTALLED.load(std::sync::atomic::Ordering::Acquire)
 }
 
 /// Optional facts for [`install_with`].
@@ -198,6 +210,7 @@ pub fn install_with(config: Config, options: InstallOptions) -> AgentGuard {
         crate::launch::spawn_manager(&config);
     }
     *slot = Some(shared);
+    INSTALLED.store(true, std::sync::atomic::Ordering::Release);
     if let Ok(mut c) = CONTROL.lock() {
         *c = Some(ctl);
     }
@@ -245,7 +258,10 @@ pub struct ShutdownReport {
 /// whatever the core agent does. Works with no runtime, and inside current-thread and
 /// multi-thread tokio runtimes (the sender runs on its own thread). Later API calls are no-ops.
 pub fn shutdown() -> ShutdownReport {
-    let shared = AGENT.write().ok().and_then(|mut a| a.take());
+    let shared = AGENT.write().ok().and_then(|mut a| {
+        INSTALLED.store(false, std::sync::atomic::Ordering::Release);
+        a.take()
+    });
     let ctl = CONTROL.lock().ok().and_then(|mut c| c.take());
     let Some(shared) = shared else {
         return ShutdownReport {

@@ -302,6 +302,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if !crate::agent::installed() {
+            return ScoutFuture::bypass(self.inner.call(req));
+        }
         if self.settings.overrides.skips(req.uri().path()) {
             req.extensions_mut().insert(Skip);
             return ScoutFuture::bypass(self.inner.call(req));
@@ -538,7 +541,8 @@ where
         // one it starts the request and sets the request tags itself.
         let plan = if in_request() {
             None
-        } else if req.extensions().get::<Skip>().is_some()
+        } else if !crate::agent::installed()
+            || req.extensions().get::<Skip>().is_some()
             || settings.overrides.skips(req.uri().path())
         {
             return ResponseFuture::bypass(self.inner.call(req));

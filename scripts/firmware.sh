@@ -4,9 +4,11 @@
 #      skipped when present; installing qemu-system-arm replaces the image's qemu-utils),
 #   2. builds the Cortex-M firmware for QEMU's lm3s6965evb twice through Debian's rustc-web
 #      (RUSTC_BOOTSTRAP=1 -Zbuild-std=core): with the agent, and with `--features no-agent`
-#      (the same app against no-op stubs),
+#      (the same app against no-op stubs, and the same board glue: a link task driving the
+#      UART driver, there an echo),
 #   3. prints text/data/bss of both and what scout-core + scout-embassy add, against the
-#      targets F1 (flash <= 4 KB) and F2 (static RAM <= 1 KB plus the send queue),
+#      targets F1 (flash <= 4 KB) and F2 (static RAM <= 1 KB plus the send queue), whether
+#      each is met, and (with an llvm-nm) the symbols that grew most,
 #   4. runs scout-std's `firmware_qemu` test with SCOUT_REQUIRE_FIRMWARE=1: the firmware under
 #      qemu-system-arm, its UART on a TCP connection to a gateway, and its requests checked
 #      at a local core agent.
@@ -18,7 +20,8 @@
 #   DEB_RUSTC / DEB_CARGO     Debian's rustc/cargo (default: found with dpkg -L)
 #   FIRMWARE_MAX_AGENT_FLASH  fail when the agent's flash share exceeds this many bytes
 #   FIRMWARE_MAX_AGENT_RAM    same for static RAM (.data + .bss); both default to a ceiling
-#                             just above today's numbers, to catch regressions
+#                             just above today's numbers (5 116 B and 660 B), to catch
+#                             regressions; the targets F1/F2 are reported, not enforced
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
@@ -27,8 +30,8 @@ FW_DIR="$ROOT/firmware"
 OUT_DIR="$FW_DIR/target/$TARGET/release"
 ELF="$OUT_DIR/scout-firmware"
 ELF_BARE="$OUT_DIR/scout-firmware-no-agent"
-MAX_FLASH="${FIRMWARE_MAX_AGENT_FLASH:-14336}"
-MAX_RAM="${FIRMWARE_MAX_AGENT_RAM:-1280}"
+MAX_FLASH="${FIRMWARE_MAX_AGENT_FLASH:-5248}"
+MAX_RAM="${FIRMWARE_MAX_AGENT_RAM:-704}"
 PACKAGES=(rustc-web cargo-web rust-web-src lld-22 qemu-system-arm)
 
 log() { printf '[firmware] %s\n' "$*"; }
@@ -92,6 +95,23 @@ ram_symbols() {
     | sed 's/^/[firmware]     /'
 }
 
+# grown ELF BASE: the symbols (code and data) that grew most from BASE to ELF, with llvm-nm
+# when one is installed (skipped otherwise). Generic parameters are shortened.
+grown() {
+  local nm
+  nm="$(command -v llvm-nm-22 || command -v llvm-nm || true)"
+  [[ -n "$nm" ]] || { log "(no llvm-nm: no symbol breakdown)"; return 0; }
+  log "largest growth by symbol (bytes, $(basename "$nm")):"
+  { "$nm" -S -C --radix=d "$2" | awk '{ print "B", $0 }'; "$nm" -S -C --radix=d "$1" | awk '{ print "A", $0 }'; } \
+    | awk '$4 ~ /^[tTrRdD]$/ {
+        name = $0; sub(/^[AB] +[0-9]+ +[0-9]+ +[a-zA-Z] +/, "", name)
+        gsub(/scout_core::storage::Fixed<[^>]*>/, "F", name); gsub(/<F, [^>]*>/, "<F>", name)
+        size[name] += ($1 == "A" ? 1 : -1) * $3
+      }
+      END { for (n in size) if (size[n] > 0) printf "%6d  %s\n", size[n], substr(n, 1, 110) }' \
+    | sort -rn | head -12 | sed 's/^/[firmware]   /'
+}
+
 build() {
   install
   toolchain
@@ -114,9 +134,13 @@ build() {
   printf '[firmware] %-22s %8d %8d %8d %8d %8d\n' "agent share" "$((t - t0))" "$((d - d0))" "$((b - b0))" "$aflash" "$aram"
   log "largest static objects with the agent:"
   ram_symbols "$ELF"
+  grown "$ELF" "$ELF_BARE"
   local queue=128 # QUEUE of the firmware's Agent (firmware/agent/src/lib.rs)
-  log "F1 flash: agent adds $aflash B (target <= 4096): $( ((aflash <= 4096)) && echo met || echo NOT met)"
-  log "F2 RAM:   agent adds $aram B, of which the send queue $queue B; $((aram - queue)) B without it (target <= 1024 plus the queue): $( ((aram - queue <= 1024)) && echo met || echo NOT met)"
+  local f1 f2
+  f1=$( ((aflash <= 4096)) && echo "met" || echo "NOT met ($((aflash - 4096)) B over)")
+  f2=$( ((aram - queue <= 1024)) && echo "met" || echo "NOT met ($((aram - queue - 1024)) B over)")
+  log "F1 flash: agent adds $aflash B (target <= 4096 B): $f1"
+  log "F2 RAM:   agent adds $aram B, of which the send queue $queue B; $((aram - queue)) B without it (target <= 1024 B plus the queue): $f2"
   ((aflash <= MAX_FLASH)) || die "agent flash share $aflash B exceeds FIRMWARE_MAX_AGENT_FLASH=$MAX_FLASH"
   ((aram <= MAX_RAM)) || die "agent RAM share $aram B exceeds FIRMWARE_MAX_AGENT_RAM=$MAX_RAM"
 }

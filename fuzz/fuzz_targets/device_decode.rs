@@ -6,7 +6,10 @@
 //! - the reader yields exactly the non-empty `0x00`-terminated segments of the stream (those
 //!   longer than its buffer as one `TooLong` each), whether the stream arrives at once or in
 //!   pieces (sizes from the first input byte), and `scan`'s counts agree with decoding them;
-//! - a decoded message re-encodes to one frame that decodes to the same message;
+//! - a decoded message re-encodes to one frame that decodes to the same message, and the
+//!   device's hand-written writer (`FrameWriter`) writes the same bytes as postcard;
+//! - the device's streaming `DownReader` yields the messages a 32-byte `FrameReader` feeding
+//!   `decode_down` yields;
 //! - `rebuild` succeeds exactly when `validate` passes, the spans nest like a stack and the
 //!   storage is large enough; a rebuilt request is finished and real, has every span with its
 //!   name (or `Device/unnamed`), parent and start time, and encodes to JSON serde_json parses.
@@ -17,8 +20,8 @@ use std::collections::HashMap;
 use libfuzzer_sys::fuzz_target;
 use scout_core::command::{RequestBatch, encoded_len, write_frame_to_slice};
 use scout_core::device::{
-    self, DecodeError, FrameReader, InvalidRequest, MAX_FRAME, NO_NAME, NameSource, ROOT, UNNAMED,
-    Up, WireRequest,
+    self, DecodeError, DownReader, FrameReader, InvalidRequest, MAX_FRAME, NO_NAME, NameSource,
+    ROOT, UNNAMED, Up, WireRequest,
 };
 use scout_core::{Fixed, Request, RequestIds, SpanIdx, Timestamp};
 
@@ -163,6 +166,21 @@ fuzz_target!(|data: &[u8]| {
         "scan counts: {stats:?}"
     );
 
+    // The device's streaming reader of gateway messages against the frame reader.
+    let mut framed = Vec::new();
+    FrameReader::<32>::new().feed_raw(stream, |f| {
+        if let Ok(m) = f.and_then(device::decode_down) {
+            framed.push(m);
+        }
+    });
+    let mut down = DownReader::new();
+    let streamed: Vec<_> = stream
+        .iter()
+        .filter_map(|&b| down.push(b))
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(streamed, framed, "DownReader");
+
     let mut names = Names(HashMap::new());
     let (mut frames, mut requests, mut spans) = (0u32, 0u32, 0u32);
     for seg in want.iter().flatten() {
@@ -180,6 +198,13 @@ fuzz_target!(|data: &[u8]| {
         frames += 1;
         let mut out = vec![0u8; seg.len() * 2 + 64];
         let n = device::encode(&msg, &mut out).expect("re-encode");
+        let mut hand = vec![0u8; n];
+        assert_eq!(
+            device::encode_up(&msg, &mut hand),
+            Ok(n),
+            "hand-written length"
+        );
+        assert_eq!(hand, out[..n], "hand-written bytes");
         assert_eq!(out[n - 1], 0, "frame ends with the delimiter");
         assert!(!out[..n - 1].contains(&0), "COBS frame contains 0x00");
         let again = device::decode_up(&mut out[..n]).expect("re-encoded frame decodes");

@@ -1,11 +1,14 @@
 //! # scout-embassy
 //!
 //! The Scout APM span model on a microcontroller: a `#![no_std]`, allocation-free static agent
-//! for Embassy firmware. Transactions and spans are recorded with the same model as the std
-//! agent ([`scout_core::Request`]); finished requests are encoded in the compact device wire
-//! format ([`scout_core::device`], about 5–8 bytes per span) into a bounded queue, and a
-//! forwarding task drains the queue to any [`embedded_io_async::Write`] link (UART, USB CDC,
-//! TCP) towards a gateway, which turns them into core-agent commands.
+//! for Embassy firmware. Transactions and spans are recorded with the semantics of the std
+//! agent's [`scout_core::Request`] by a compact device recorder
+//! ([`scout_core::device::Recorder`]: fixed tables of spans and tags, names as small ids);
+//! finished requests are encoded in the compact device wire format ([`scout_core::device`],
+//! about 5–8 bytes per span, written by a hand-written encoder: no serde or postcard code on
+//! the device) straight into a bounded queue, and a forwarding task drains the queue to any
+//! [`embedded_io_async::Write`] link (UART, USB CDC, TCP) towards a gateway, which turns them
+//! into core-agent commands.
 //!
 //! The firmware never blocks, never panics and never waits for a host: when no link is
 //! attached or the queue is full, finished requests are dropped and counted
@@ -46,5 +49,7 @@ mod fmt;
 mod agent;
 mod link;
 
-pub use agent::{Agent, AgentConfig, AgentStats, DeviceStorage, Span, Transaction};
+pub use agent::{
+    Agent, AgentConfig, AgentState, AgentStats, DeviceStorage, Span, StateRef, Transaction,
+};
 pub use link::LinkEnd;

@@ -2,17 +2,15 @@
 
 use core::cell::Cell;
 use core::future::poll_fn;
-use core::task::Poll;
+use core::task::{Poll, Waker};
 
 use embassy_futures::select::{Either, select};
-use embassy_time::{Duration, Timer};
 use embedded_io_async::{Read, Write};
-use scout_core::Storage;
 use scout_core::device::{
-    self, DeviceDrops, Down, FrameReader, Hello, NameDef, PROTOCOL_VERSION, TimeSyncReply, Up,
+    self, Capacity, Down, DownReader, FrameWriter, Hello, NameDef, PROTOCOL_VERSION, TimeSyncReply,
 };
 
-use crate::agent::{Agent, now};
+use crate::agent::{Agent, StateRef, now};
 use crate::fmt::{log_debug, log_warn};
 
 /// Why [`Agent::run_link`] returned. Call it again with a fresh link to reconnect.
@@ -30,22 +28,37 @@ pub enum LinkEnd {
     Rejected,
 }
 
-/// How often unchanged drop counters are re-sent at most, and how long the writer sleeps
-/// without work before checking them.
-const DROPS_INTERVAL: Duration = Duration::from_secs(1);
+/// What the writer has sent on this link.
+struct Sent {
+    hello: bool,
+    names: usize,
+    /// Total of the drop counters last sent.
+    drops: Option<u64>,
+    /// Bytes of the frame just written, not yet counted in the stats.
+    wrote: usize,
+}
 
 /// The writer's next step.
 enum Next {
-    /// Define name `id` (`None`: the table has no such id, skip it).
-    Name(u16, Option<&'static str>),
-    /// Write the frame of this many bytes now at the start of the buffer.
-    Frame(usize),
+    /// Write this many bytes from the start of the buffer; `true` for a frame taken from the
+    /// queue (lost if the write fails).
+    Write(usize, bool),
+    /// A message did not fit the buffer and was skipped: look again.
+    Skip,
     /// Nothing to send.
     Idle,
+    /// The hello does not fit the buffer.
+    Fail,
 }
 
-impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, const FRAME: usize>
-    Agent<S, SLOTS, NAMES, QUEUE, FRAME>
+impl<
+    S: Capacity,
+    const SLOTS: usize,
+    const NAMES: usize,
+    const QUEUE: usize,
+    const FRAME: usize,
+    H: StateRef<S, SLOTS, NAMES, QUEUE>,
+> Agent<S, SLOTS, NAMES, QUEUE, FRAME, H>
 {
     /// Attaches a link and forwards until it fails: writes the hello and every name
     /// definition, then each finished request (with the definitions of names new since),
@@ -57,199 +70,176 @@ impl<S: Storage, const SLOTS: usize, const NAMES: usize, const QUEUE: usize, con
     /// the same link's receive half; its `read` is polled concurrently with the writes and is
     /// dropped only when the link ends.
     pub async fn run_link<R: Read, W: Write>(&self, mut reader: R, mut writer: W) -> LinkEnd {
+        // The link is attached by the first step of the writer, which starts with the hello.
         let sync: Cell<Option<TimeSyncReply>> = Cell::new(None);
-        let rejected = Cell::new(false);
-        self.with(|st| {
-            st.link = true;
-            st.stats.links = st.stats.links.saturating_add(1);
-        });
-        log_debug!("scout: link attached");
         let read_loop = async {
-            let mut rx = FrameReader::<32>::new();
-            let mut chunk = [0u8; 16];
+            let mut rx = DownReader::new();
+            let mut chunk = [0u8; 8];
             loop {
-                match reader.read(&mut chunk).await {
+                let n = match reader.read(&mut chunk).await {
                     Ok(0) => return LinkEnd::Closed,
-                    Ok(n) => {
-                        let mut end = false;
-                        rx.feed::<Down>(&chunk[..n], |m| match m {
-                            Ok(Down::TimeSync { id }) => sync.set(Some(TimeSyncReply {
-                                id,
-                                uptime: now().as_micros(),
-                            })),
-                            Ok(Down::Reject { .. }) => end = true,
-                            Ok(Down::Welcome { .. }) | Err(_) => {}
-                        });
-                        if end {
-                            rejected.set(true);
+                    Ok(n) => n,
+                    Err(_) => return LinkEnd::Read,
+                };
+                for &b in chunk.get(..n).unwrap_or(&[]) {
+                    match rx.push(b) {
+                        Some(Ok(Down::TimeSync { id })) => {
+                            sync.set(Some(TimeSyncReply { id, uptime: now() }))
+                        }
+                        Some(Ok(Down::Reject { .. })) => {
+                            log_warn!("scout: gateway rejected this device");
                             return LinkEnd::Rejected;
                         }
+                        _ => {}
                     }
-                    Err(_) => return LinkEnd::Read,
                 }
             }
         };
-        let write_loop = self.write_loop(&mut writer, &sync);
+        let lost = Cell::new(false);
+        let write_loop = self.write_loop(&mut writer, &sync, &lost);
         let end = match select(read_loop, write_loop).await {
             Either::First(e) | Either::Second(e) => e,
         };
-        self.with(|st| st.link = false);
-        if rejected.get() {
-            log_warn!("scout: gateway rejected this device");
-        }
+        // A frame taken from the queue that could not be written is lost.
+        let lost = lost.get();
+        self.with(|st| {
+            st.link = false;
+            if lost {
+                bump_by(&mut st.stats.drops.link_errors, 1);
+            }
+        });
         end
     }
 
-    async fn write_loop<W: Write>(&self, w: &mut W, sync: &Cell<Option<TimeSyncReply>>) -> LinkEnd {
-        // Every message is encoded into `buf` in a statement of its own, so no `Up` value (which
-        // has room for a whole decoded request, about 9 KiB on 32-bit targets) lives across an
-        // `.await` and bloats this future.
+    async fn write_loop<W: Write>(
+        &self,
+        w: &mut W,
+        sync: &Cell<Option<TimeSyncReply>>,
+        lost: &Cell<bool>,
+    ) -> LinkEnd {
+        // One buffer for every message, and one write per step: the messages are chosen and
+        // encoded by `next` (not async), so this future stays small.
         let mut buf = [0u8; FRAME];
-        let hello = encode(
-            &Up::Hello(Hello {
-                version: PROTOCOL_VERSION,
-                device_id: self.config.device_id,
-                firmware: self.config.firmware,
-                token: self.config.token,
-                tick_hz: device::MICROS_HZ,
-                uptime: now().as_micros(),
-            }),
-            &mut buf,
-        );
-        // A leading delimiter ends any partial frame the gateway holds from an earlier link.
-        // A hello that does not fit in `FRAME` bytes ends the link.
-        let Some(n) = hello else {
-            return LinkEnd::Write;
+        let mut sent = Sent {
+            hello: false,
+            names: 0,
+            drops: None,
+            wrote: 0,
         };
-        if send(self, w, &[0]).await.is_err() || send(self, w, &buf[..n]).await.is_err() {
-            return LinkEnd::Write;
-        }
-        let mut names_sent = 0usize;
-        let mut drops_sent: Option<DeviceDrops> = None;
         loop {
-            let reply = sync.take().and_then(|r| encode(&Up::TimeSync(r), &mut buf));
-            if let Some(n) = reply
-                && send(self, w, &buf[..n]).await.is_err()
-            {
-                return LinkEnd::Write;
-            }
-            // One step: define the next name not yet sent on this link, else take one queued
-            // frame. Both are decided in the same critical section, so a frame is taken only
-            // once every name it may use (names are append-only) has been defined; the name
-            // is encoded into `buf` too, so the link needs no second buffer.
-            let next = self
-                .with(|st| {
-                    if st.names.len() > names_sent {
-                        let id = u16::try_from(names_sent + 1).unwrap_or(u16::MAX);
-                        return Next::Name(id, st.names.get(id));
-                    }
-                    let mut n = 0;
-                    if st.queue.iter().any(|&b| b == 0) {
-                        while let Some(b) = st.queue.pop_front() {
-                            if let Some(slot) = buf.get_mut(n) {
-                                *slot = b;
-                                n += 1;
-                            }
-                            if b == 0 {
-                                break;
-                            }
-                        }
-                    }
-                    if n > 0 { Next::Frame(n) } else { Next::Idle }
-                })
-                .unwrap_or(Next::Idle);
-            match next {
-                Next::Name(id, name) => {
-                    names_sent += 1;
-                    // A name too long for `buf` stays undefined (the gateway shows UNNAMED).
-                    let def =
-                        name.and_then(|name| encode(&Up::Name(NameDef { id, name }), &mut buf));
-                    if let Some(n) = def
-                        && send(self, w, &buf[..n]).await.is_err()
-                    {
+            let step = match self.next(&mut buf, &mut sent, sync, None) {
+                Next::Idle => {
+                    if w.flush().await.is_err() {
                         return LinkEnd::Write;
                     }
-                    continue;
+                    // Sleep until a transaction finishes (a frame to send, or drop counters
+                    // that changed) or a time sync arrives (the reader runs in this task).
+                    poll_fn(
+                        |cx| match self.next(&mut buf, &mut sent, sync, Some(cx.waker())) {
+                            Next::Idle => Poll::Pending,
+                            step => Poll::Ready(step),
+                        },
+                    )
+                    .await
                 }
-                Next::Frame(n) => {
-                    if send(self, w, &buf[..n]).await.is_err() {
-                        self.lost();
+                step => step,
+            };
+            match step {
+                Next::Write(n, queued) => {
+                    if w.write_all(buf.get(..n).unwrap_or(&[])).await.is_err() {
+                        lost.set(queued);
                         return LinkEnd::Write;
                     }
-                    continue;
+                    // Counted by the next call to `next`, right away.
+                    sent.wrote = n;
                 }
-                Next::Idle => {}
+                Next::Fail => return LinkEnd::Write,
+                Next::Skip | Next::Idle => {}
             }
-            let drops = self.stats().drops;
-            if drops_sent != Some(drops) {
-                let msg = encode(&Up::Drops(drops), &mut buf);
-                if let Some(n) = msg
-                    && send(self, w, &buf[..n]).await.is_err()
-                {
-                    return LinkEnd::Write;
-                }
-                drops_sent = Some(drops);
-            }
-            if w.flush().await.is_err() {
-                return LinkEnd::Write;
-            }
-            // Sleep until a request is queued, a time sync arrives, or the interval passes.
-            let wait = poll_fn(|cx| {
-                if sync.get().is_some() {
-                    return Poll::Ready(());
-                }
-                let ready = self
-                    .with(|st| {
-                        if st.queue.is_empty() && st.names.len() == names_sent {
-                            st.waker = Some(cx.waker().clone());
-                            false
-                        } else {
-                            true
-                        }
-                    })
-                    .unwrap_or(true);
-                if ready {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            });
-            select(wait, Timer::after(DROPS_INTERVAL)).await;
         }
     }
 
-    /// Counts a frame taken from the queue that could not be written.
-    fn lost(&self) {
+    /// Chooses and encodes the next message into `buf`: first the hello (after a lone
+    /// delimiter, which ends any partial frame the gateway holds from an earlier link), then a
+    /// time-sync reply, the next name not yet defined on this link, the oldest queued frame,
+    /// and the drop counters when they changed. Names come before the frames that may use
+    /// them: both are decided in the same critical section, and names are append-only. A name
+    /// too long for `buf` stays undefined (the gateway shows `Device/unnamed`). With nothing to
+    /// send, `waker` (if any) is woken when a transaction finishes.
+    #[inline(never)]
+    fn next(
+        &self,
+        buf: &mut [u8],
+        sent: &mut Sent,
+        sync: &Cell<Option<TimeSyncReply>>,
+        waker: Option<&Waker>,
+    ) -> Next {
+        let wrote = core::mem::take(&mut sent.wrote);
         self.with(|st| {
-            st.stats.drops.link_errors = st.stats.drops.link_errors.saturating_add(1);
-        });
+            if wrote > 0 {
+                bump_by(&mut st.stats.sent, 1);
+                bump_by(&mut st.stats.bytes_sent, wrote);
+            }
+            let hello = !sent.hello;
+            let reply = if hello { None } else { sync.take() };
+            let name = st.names.len() > sent.names;
+            if !hello && reply.is_none() && !name {
+                let n = st.queue.pop_frame(buf);
+                if n > 0 {
+                    return Next::Write(n, true);
+                }
+            }
+            // The hello goes after a lone delimiter.
+            let lead = usize::from(hello);
+            if let Some(b) = buf.first_mut() {
+                *b = 0;
+            }
+            let room = buf.len().saturating_sub(lead);
+            let mut w = FrameWriter::wrapping(buf, lead, room);
+            if hello {
+                log_debug!("scout: link attached");
+                st.link = true;
+                bump_by(&mut st.stats.links, 1);
+                sent.hello = true;
+                w.hello(&Hello {
+                    version: PROTOCOL_VERSION,
+                    device_id: self.config.device_id,
+                    firmware: self.config.firmware,
+                    token: self.config.token,
+                    tick_hz: device::MICROS_HZ,
+                    uptime: now(),
+                });
+            } else if let Some(r) = reply {
+                w.time_sync(&r);
+            } else if name {
+                sent.names += 1;
+                let id = u16::try_from(sent.names).unwrap_or(u16::MAX);
+                // An id without a name (never happens) is skipped.
+                let Some(name) = st.names.get(id) else {
+                    return Next::Skip;
+                };
+                w.name(&NameDef { id, name });
+            } else {
+                let total = st.stats.drops.total();
+                if sent.drops == Some(total) {
+                    if let Some(waker) = waker {
+                        st.waker = Some(waker.clone());
+                    }
+                    return Next::Idle;
+                }
+                sent.drops = Some(total);
+                w.drops(&st.stats.drops);
+            }
+            match w.finish() {
+                Ok(n) => Next::Write(n + lead, false),
+                Err(_) if hello => Next::Fail,
+                Err(_) => Next::Skip,
+            }
+        })
+        .unwrap_or(Next::Idle)
     }
 }
 
-/// Encodes `msg` as one frame into `buf`: its length, or `None` when it does not fit.
-fn encode(msg: &Up<'_>, buf: &mut [u8]) -> Option<usize> {
-    device::encode(msg, buf).ok()
-}
-
-async fn send<
-    S: Storage,
-    W: Write,
-    const SLOTS: usize,
-    const NAMES: usize,
-    const QUEUE: usize,
-    const FRAME: usize,
->(
-    agent: &Agent<S, SLOTS, NAMES, QUEUE, FRAME>,
-    w: &mut W,
-    bytes: &[u8],
-) -> Result<(), ()> {
-    w.write_all(bytes).await.map_err(|_| ())?;
-    agent.with(|st| {
-        st.stats.sent = st.stats.sent.saturating_add(1);
-        st.stats.bytes_sent = st
-            .stats
-            .bytes_sent
-            .saturating_add(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
-    });
-    Ok(())
+fn bump_by(c: &mut u32, n: usize) {
+    *c = c.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
 }

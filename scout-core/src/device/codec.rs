@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::wire::{Down, Up};
+use super::wire::Up;
 
 /// Why a frame was not decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,11 +81,6 @@ pub fn decode_up(frame: &mut [u8]) -> Result<Up<'_>, DecodeError> {
     decode_frame(frame)
 }
 
-/// Decodes one gateway-to-device frame; see [`decode_frame`].
-pub fn decode_down(frame: &mut [u8]) -> Result<Down, DecodeError> {
-    decode_frame(frame)
-}
-
 /// Rebuilds frames from a byte stream that arrives in pieces, in a buffer of `N` bytes.
 ///
 /// Frames end at `0x00`. A frame longer than `N` is skipped up to the next delimiter and
@@ -137,8 +132,10 @@ impl<const N: usize> FrameReader<N> {
             if b == 0 {
                 if self.overflow {
                     on_frame(Err(DecodeError::TooLong));
-                } else if self.len > 0 {
-                    on_frame(Ok(&mut self.buf[..self.len]));
+                } else if let Some(frame) = self.buf.get_mut(..self.len)
+                    && !frame.is_empty()
+                {
+                    on_frame(Ok(frame));
                 }
                 self.reset();
             } else if self.overflow {

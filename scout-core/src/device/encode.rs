@@ -1,5 +1,7 @@
-//! Device side: the name table and the encoding of a finished [`Request`] as
-//! [`Up::Request`](super::Up::Request), streamed straight from the request (no copy).
+//! The name table, and the encoding of a finished core [`Request`] as
+//! [`Up::Request`](super::Up::Request) through serde and postcard, streamed straight from the
+//! request (no copy). Devices record with [`super::Recorder`] instead, which writes the same
+//! frame without serde; this path serves hosts and checks that both agree.
 
 use serde::Serialize;
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
@@ -9,7 +11,8 @@ use crate::request::{Request, SpanIdx};
 use crate::storage::Storage;
 use crate::value::Value;
 
-/// Ticks per second of the times [`RequestFrame`] writes: [`crate::Timestamp`] microseconds.
+/// Ticks per second of the times [`RequestFrame`] writes ([`crate::Timestamp`] microseconds),
+/// and of those `scout-embassy` records.
 pub const MICROS_HZ: u32 = 1_000_000;
 
 /// Maps names to the small ids sent on the wire.
@@ -74,8 +77,7 @@ impl<const N: usize> NameTable<N> {
 impl<const N: usize> NameLookup for NameTable<N> {
     fn id_of(&self, name: &str) -> u16 {
         for (i, n) in self.names.iter().enumerate() {
-            // Pointer equality first: interned names are usually the very same literal.
-            if (core::ptr::eq(n.as_ptr(), name.as_ptr()) && n.len() == name.len()) || *n == name {
+            if *n == name {
                 return (i + 1) as u16;
             }
         }
@@ -87,8 +89,7 @@ impl<const N: usize> NameLookup for NameTable<N> {
 /// microseconds ([`MICROS_HZ`]), ready for [`super::encode`].
 ///
 /// Spans go in start order; only the first [`MAX_SPANS`] are sent and the rest are added to
-/// `dropped`. Span 0 must be the root (the request's first span), which is how every request
-/// recorded through `scout-embassy` looks.
+/// `dropped`. Span 0 must be the root (the request's first span).
 #[derive(Debug)]
 pub struct RequestFrame<'r, S: Storage, L: NameLookup> {
     /// The request.

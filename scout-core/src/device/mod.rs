@@ -16,9 +16,14 @@
 //! - **Size.** A span is 4 to 14 bytes: 1 byte of parent, a varint name id (1 byte below
 //!   128 names), and varint start offset and duration in ticks. A request adds about 10 bytes.
 //!
-//! The device encodes a [`crate::Request`] directly with [`RequestFrame`]; the gateway decodes
-//! with [`decode_up`], checks with [`validate`], maps times with [`ClockSync`] and rebuilds a
-//! request with [`rebuild`]. [`scan`] is the decoder's pure entry point for fuzzing.
+//! **Two codecs, one format.** The device side needs no serde: [`Recorder`] records a request
+//! in fixed tables and writes it with [`FrameWriter`], a hand-written varint/zigzag/COBS
+//! writer that also writes the other device messages, and [`DownReader`] (streaming) and
+//! [`decode_down`] read the gateway's messages by hand. The gateway side decodes with postcard ([`decode_up`], [`FrameReader`]),
+//! checks with [`validate`], maps times with [`ClockSync`] and rebuilds a request with
+//! [`rebuild`]; [`encode`] is postcard's encoder, and [`RequestFrame`] streams a core
+//! [`crate::Request`] through it. Both writers produce the same bytes (asserted in
+//! `scout-core/tests/device.rs`). [`scan`] is the decoder's pure entry point for fuzzing.
 //!
 //! ```
 //! use scout_core::device::{self, Up, NameDef};
@@ -33,15 +38,19 @@
 
 mod codec;
 mod encode;
+mod frame;
 mod rebuild;
+mod record;
 mod wire;
 
 pub use codec::{
-    DecodeError, EncodeError, FrameReader, MAX_FRAME, ScanStats, decode_down, decode_frame,
-    decode_up, encode, scan,
+    DecodeError, EncodeError, FrameReader, MAX_FRAME, ScanStats, decode_frame, decode_up, encode,
+    scan,
 };
 pub use encode::{MICROS_HZ, NameLookup, NameTable, RequestFrame};
+pub use frame::{DownReader, FrameWriter, decode_down, encode_up};
 pub use rebuild::{ClockSync, InvalidRequest, NameSource, rebuild, validate};
+pub use record::{Blank, Capacity, Recorder, SpanSlot, Table, TagSlot};
 pub use wire::{
     DeviceDrops, Down, Hello, MAX_SPANS, MAX_TAGS, NO_NAME, NameDef, PROTOCOL_VERSION, ROOT,
     RejectReason, TimeSyncReply, UNNAMED, Up, WireRequest, WireSpan, WireTag, WireValue,

@@ -1,0 +1,467 @@
+//! The device's own codec: a hand-written frame writer that produces exactly the bytes of
+//! postcard + COBS (see [`super::encode`]), and a hand-written decoder of the gateway's
+//! [`Down`] messages. Neither uses serde or postcard, so a firmware that records with
+//! [`super::Recorder`] and speaks through these two links none of their code.
+//!
+//! The byte-for-byte equality with postcard is asserted in `scout-core/tests/device.rs`.
+
+use super::codec::{DecodeError, EncodeError};
+use super::wire::{
+    DeviceDrops, Down, Hello, NameDef, RejectReason, TimeSyncReply, Up, WireRequest, WireSpan,
+    WireTag, WireValue,
+};
+
+/// Writes one frame: postcard's encoding of the values written (varint integers, zigzag for
+/// signed ones, raw `u8`, length-prefixed strings), COBS-encoded on the fly into a byte slice,
+/// then the `0x00` delimiter ([`FrameWriter::finish`]).
+///
+/// Writing never fails and never panics: bytes past the end of the slice are counted but not
+/// stored, [`FrameWriter::len`] tells how long the frame would be, and
+/// [`FrameWriter::finish`] reports whether it fit. Write exactly one message per frame, with
+/// the message methods ([`FrameWriter::hello`], [`FrameWriter::request`], …) or, for a
+/// message streamed from elsewhere (a [`super::Recorder`]), field by field in the order of
+/// the message's definition.
+///
+/// ```
+/// use scout_core::device::{FrameWriter, NameDef};
+/// let mut buf = [0u8; 32];
+/// let mut w = FrameWriter::new(&mut buf);
+/// w.name(&NameDef { id: 1, name: "Job/read" });
+/// let n = w.finish().unwrap();
+/// assert_eq!(&buf[..n], &[0x0c, 0x01, 0x01, 0x08, b'J', b'o', b'b', b'/', b'r', b'e', b'a', b'd', 0x00]);
+/// ```
+#[derive(Debug)]
+pub struct FrameWriter<'b> {
+    buf: &'b mut [u8],
+    /// Where the frame starts in `buf`.
+    start: usize,
+    /// Most bytes the frame may take.
+    limit: usize,
+    /// Offset of the current COBS block's code byte.
+    code: usize,
+    /// Offset of the next data byte.
+    pos: usize,
+}
+
+impl<'b> FrameWriter<'b> {
+    /// A writer of one frame at the start of `buf`.
+    pub fn new(buf: &'b mut [u8]) -> Self {
+        let limit = buf.len();
+        Self::wrapping(buf, 0, limit)
+    }
+
+    /// A writer of one frame into the ring buffer `buf`: the frame starts at index `start` and
+    /// continues at index 0 past the end, taking at most `limit` bytes (at most `buf.len()`).
+    pub fn wrapping(buf: &'b mut [u8], start: usize, limit: usize) -> Self {
+        let limit = limit.min(buf.len());
+        Self {
+            buf,
+            start,
+            limit,
+            code: 0,
+            pos: 1,
+        }
+    }
+
+    fn put(&mut self, at: usize, b: u8) {
+        if at < self.limit {
+            let mut i = self.start.wrapping_add(at);
+            if i >= self.buf.len() {
+                i = i.wrapping_sub(self.buf.len());
+            }
+            if let Some(slot) = self.buf.get_mut(i) {
+                *slot = b;
+            }
+        }
+    }
+
+    /// Ends the current COBS block (its code byte is its length plus one).
+    fn close(&mut self) {
+        let len = self.pos.wrapping_sub(self.code);
+        self.put(self.code, len as u8);
+        self.code = self.pos;
+        self.pos = self.pos.saturating_add(1);
+    }
+
+    /// One raw byte (postcard's `u8` and `bool`).
+    pub fn u8(&mut self, b: u8) {
+        if b == 0 {
+            self.close();
+        } else {
+            self.put(self.pos, b);
+            self.pos = self.pos.saturating_add(1);
+            if self.pos.wrapping_sub(self.code) == 0xFF {
+                self.close();
+            }
+        }
+    }
+
+    /// Raw bytes.
+    pub fn bytes(&mut self, b: &[u8]) {
+        for &x in b {
+            self.u8(x);
+        }
+    }
+
+    /// An unsigned integer as a LEB128 varint (postcard's `u16`, `u32`, enum variant
+    /// indices).
+    pub fn varint(&mut self, mut v: u32) {
+        while v >= 0x80 {
+            self.u8((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.u8(v as u8);
+    }
+
+    /// A `u64` (or a length) as a LEB128 varint.
+    pub fn varint64(&mut self, mut v: u64) {
+        // While more than 32 bits are left, more bytes follow.
+        while v > u64::from(u32::MAX) {
+            self.u8((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.varint(v as u32);
+    }
+
+    /// A signed integer, zigzag-encoded then as a varint (postcard's `i64`).
+    pub fn zigzag(&mut self, v: i64) {
+        self.varint64(((v << 1) ^ (v >> 63)) as u64);
+    }
+
+    /// A string: its length as a varint, then its bytes (UTF-8 is the caller's business).
+    pub fn text(&mut self, s: &[u8]) {
+        self.varint64(s.len() as u64);
+        self.bytes(s);
+    }
+
+    /// Length of the frame written so far, delimiter included, whether or not it fits.
+    #[allow(clippy::len_without_is_empty)] // A frame is never empty.
+    pub fn len(&self) -> usize {
+        self.pos.saturating_add(1)
+    }
+
+    /// Ends the frame: writes the last code byte and the delimiter. Returns the frame length,
+    /// or an error when it does not fit (the bytes within the limit then hold garbage).
+    pub fn finish(mut self) -> Result<usize, EncodeError> {
+        let end = self.pos;
+        self.close();
+        self.put(end, 0);
+        if end < self.limit {
+            Ok(end + 1)
+        } else {
+            Err(EncodeError)
+        }
+    }
+
+    /// [`Up::Hello`], variant 0.
+    pub fn hello(&mut self, h: &Hello<'_>) {
+        self.u8(0);
+        self.u8(h.version);
+        self.text(h.device_id.as_bytes());
+        self.text(h.firmware.as_bytes());
+        self.text(h.token.as_bytes());
+        self.varint(h.tick_hz);
+        self.varint64(h.uptime);
+    }
+
+    /// [`Up::Name`], variant 1.
+    pub fn name(&mut self, d: &NameDef<'_>) {
+        self.u8(1);
+        self.varint(u32::from(d.id));
+        self.text(d.name.as_bytes());
+    }
+
+    /// The header of [`Up::Request`] (variant 2): sequence number, start and duration. The
+    /// rest follows: the span count and each [`FrameWriter::span`], the tag count and each
+    /// [`FrameWriter::tag`], then the `dropped` count as a varint.
+    pub fn request_header(&mut self, seq: u32, start: u64, duration: u32) {
+        self.u8(2);
+        self.varint(seq);
+        self.varint64(start);
+        self.varint(duration);
+    }
+
+    /// [`Up::Request`], variant 2.
+    pub fn request(&mut self, r: &WireRequest<'_>) {
+        self.request_header(r.seq, r.start, r.duration);
+        self.varint64(r.spans.len() as u64);
+        for s in &r.spans {
+            self.span(s);
+        }
+        self.varint64(r.tags.len() as u64);
+        for t in &r.tags {
+            self.tag(t);
+        }
+        self.varint(r.dropped);
+    }
+
+    /// One span of a request.
+    pub fn span(&mut self, s: &WireSpan) {
+        self.u8(s.parent);
+        self.varint(u32::from(s.name));
+        self.varint(s.start);
+        self.varint(s.duration);
+    }
+
+    /// One tag of a request.
+    pub fn tag(&mut self, t: &WireTag<'_>) {
+        self.u8(t.target);
+        self.varint(u32::from(t.key));
+        self.value(&t.value);
+    }
+
+    /// A tag value.
+    pub fn value(&mut self, v: &WireValue<'_>) {
+        match *v {
+            WireValue::Null => self.u8(0),
+            WireValue::Bool(b) => {
+                self.u8(1);
+                self.u8(u8::from(b));
+            }
+            WireValue::Int(i) => {
+                self.u8(2);
+                self.zigzag(i);
+            }
+            WireValue::Float(f) => {
+                self.u8(3);
+                self.bytes(&f.to_le_bytes());
+            }
+            WireValue::Str(s) => {
+                self.u8(4);
+                self.text(s.as_bytes());
+            }
+        }
+    }
+
+    /// [`Up::Drops`], variant 3.
+    pub fn drops(&mut self, d: &DeviceDrops) {
+        self.u8(3);
+        for v in [
+            d.queue_full,
+            d.no_link,
+            d.too_large,
+            d.no_slot,
+            d.items,
+            d.names,
+            d.link_errors,
+        ] {
+            self.varint(v);
+        }
+    }
+
+    /// [`Up::TimeSync`], variant 4.
+    pub fn time_sync(&mut self, r: &TimeSyncReply) {
+        self.u8(4);
+        self.varint(r.id);
+        self.varint64(r.uptime);
+    }
+
+    /// Any device-to-gateway message.
+    pub fn up(&mut self, m: &Up<'_>) {
+        match m {
+            Up::Hello(h) => self.hello(h),
+            Up::Name(d) => self.name(d),
+            Up::Request(r) => self.request(r),
+            Up::Drops(d) => self.drops(d),
+            Up::TimeSync(r) => self.time_sync(r),
+        }
+    }
+
+    /// Any gateway-to-device message.
+    pub fn down(&mut self, m: &Down) {
+        match *m {
+            Down::Welcome { version } => {
+                self.u8(0);
+                self.u8(version);
+            }
+            Down::Reject { reason } => {
+                self.u8(1);
+                self.u8(match reason {
+                    RejectReason::Unauthorized => 0,
+                    RejectReason::Version => 1,
+                    RejectReason::Protocol => 2,
+                });
+            }
+            Down::TimeSync { id } => {
+                self.u8(2);
+                self.varint(id);
+            }
+        }
+    }
+}
+
+/// Encodes one device-to-gateway message as a frame with [`FrameWriter`] (no serde): the same
+/// bytes as [`super::encode`]. Returns the frame length.
+pub fn encode_up(msg: &Up<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
+    let mut w = FrameWriter::new(buf);
+    w.up(msg);
+    w.finish()
+}
+
+/// Decodes COBS in place (`frame` without delimiter) with the rules of [`cobs::decode_in_place`],
+/// refusing any `0x00`; returns the payload length.
+fn cobs_decode(frame: &mut [u8]) -> Option<usize> {
+    let len = frame.len();
+    if len == 0 {
+        return None;
+    }
+    let (mut src, mut dst) = (0usize, 0usize);
+    while src < len {
+        let code = usize::from(*frame.get(src)?);
+        if code == 0 || (code != 1 && src + code > len) {
+            return None;
+        }
+        src += 1;
+        for _ in 1..code {
+            let b = *frame.get(src)?;
+            if b == 0 {
+                return None;
+            }
+            *frame.get_mut(dst)? = b;
+            src += 1;
+            dst += 1;
+        }
+        if code != 0xFF && src < len {
+            *frame.get_mut(dst)? = 0;
+            dst += 1;
+        }
+    }
+    Some(dst)
+}
+
+/// A `u32` varint at the start of `p`, as postcard reads it (at most 5 bytes, the last one
+/// below 0x10), and the rest.
+fn varint_u32(p: &[u8]) -> Option<(u32, &[u8])> {
+    let mut out = 0u32;
+    for (i, &b) in p.iter().enumerate().take(5) {
+        out |= u32::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            return (i < 4 || b <= 0x0F).then_some((out, p.get(i + 1..)?));
+        }
+    }
+    None
+}
+
+/// Reads a decoded [`Down`] payload.
+fn parse_down(payload: &[u8]) -> Result<Down, DecodeError> {
+    let (msg, rest) = (|| {
+        let (variant, rest) = varint_u32(payload)?;
+        Some(match variant {
+            0 => {
+                let (&version, rest) = rest.split_first()?;
+                (Down::Welcome { version }, rest)
+            }
+            1 => {
+                let (reason, rest) = varint_u32(rest)?;
+                let reason = match reason {
+                    0 => RejectReason::Unauthorized,
+                    1 => RejectReason::Version,
+                    2 => RejectReason::Protocol,
+                    _ => return None,
+                };
+                (Down::Reject { reason }, rest)
+            }
+            2 => {
+                let (id, rest) = varint_u32(rest)?;
+                (Down::TimeSync { id }, rest)
+            }
+            _ => return None,
+        })
+    })()
+    .ok_or(DecodeError::Payload)?;
+    if rest.is_empty() {
+        Ok(msg)
+    } else {
+        Err(DecodeError::Trailing)
+    }
+}
+
+/// Decodes one gateway-to-device frame in place, by hand (no serde): accepts and rejects the
+/// same frames as [`super::decode_frame`]`::<Down>` and returns the same message. `frame` is
+/// the COBS bytes without the `0x00` delimiter (a trailing delimiter is tolerated).
+///
+/// This is a pure function: no allocation, no panic on any input, no I/O.
+pub fn decode_down(frame: &mut [u8]) -> Result<Down, DecodeError> {
+    let frame = match frame.split_last_mut() {
+        Some((0, rest)) => rest,
+        _ => frame,
+    };
+    let n = cobs_decode(frame).ok_or(DecodeError::Cobs)?;
+    parse_down(frame.get(..n).ok_or(DecodeError::Cobs)?)
+}
+
+/// Longest [`Down`] payload: a variant and a 5-byte varint.
+const DOWN_MAX: usize = 6;
+
+/// Decodes the gateway's [`Down`] messages from a byte stream as it arrives, one byte at a
+/// time, in 10 bytes of state: COBS is undone on the fly into a payload buffer just large
+/// enough for the longest message. The device side's counterpart of a [`super::FrameReader`]
+/// feeding [`decode_down`]: the same messages come out of the same stream (frames that fail,
+/// whatever the reason, come out as errors; empty frames are skipped).
+#[derive(Debug, Clone, Default)]
+pub struct DownReader {
+    payload: [u8; DOWN_MAX],
+    len: u8,
+    /// The current COBS block's code byte (0 before the first).
+    block: u8,
+    /// Bytes left in the current block (0: the next byte is a code byte).
+    left: u8,
+    /// The frame is malformed or too long; skip to the delimiter.
+    bad: bool,
+}
+
+impl DownReader {
+    /// A reader between frames.
+    pub const fn new() -> Self {
+        Self {
+            payload: [0; DOWN_MAX],
+            len: 0,
+            block: 0,
+            left: 0,
+            bad: false,
+        }
+    }
+
+    fn keep(&mut self, b: u8) {
+        match self.payload.get_mut(usize::from(self.len)) {
+            Some(slot) => {
+                *slot = b;
+                self.len += 1;
+            }
+            None => self.bad = true,
+        }
+    }
+
+    /// Consumes one byte; at the end of a non-empty frame, returns its message (or why it
+    /// did not decode).
+    #[inline(never)]
+    pub fn push(&mut self, b: u8) -> Option<Result<Down, DecodeError>> {
+        if b == 0 {
+            let msg = match (self.block, self.bad || self.left > 0) {
+                (0, _) => None,
+                (_, true) => Some(Err(DecodeError::Cobs)),
+                _ => Some(parse_down(
+                    self.payload.get(..usize::from(self.len)).unwrap_or(&[]),
+                )),
+            };
+            self.len = 0;
+            self.block = 0;
+            self.left = 0;
+            self.bad = false;
+            return msg;
+        }
+        if self.left > 0 {
+            self.left -= 1;
+            self.keep(b);
+        } else {
+            // A code byte: the block before it ended with an implied zero, unless it was a
+            // full 254-byte block.
+            if self.block != 0 && self.block != 0xFF {
+                self.keep(0);
+            }
+            self.block = b;
+            self.left = b - 1;
+        }
+        None
+    }
+}

@@ -12,17 +12,18 @@
 # the background work a wall-clock or thread-CPU benchmark of the request does not see
 # either). Modes: plain (no layer), identity (two identity layers added the way Scout's are,
 # what axum itself charges for layers), scout-off (Scout's layers, agent not installed),
-# scout-on (installed, reporting to an in-process local core agent). Clock reads are system
-# calls under valgrind, whose kernel side is not counted.
+# scout-on (installed, reporting to an in-process local core agent), and api-10-spans (not a
+# layer: the `agent` bench's 10-span request through the public API, per request). Clock
+# reads are system calls under valgrind, whose kernel side is not counted.
 #
 # Environment (all optional):
 #   CALLGRIND_LOW / CALLGRIND_HIGH   request counts (default 200 / 2200)
-#   CALLGRIND_MODES                  subset of "plain identity scout-off scout-on"
+#   CALLGRIND_MODES                  subset of "plain identity scout-off scout-on api-10-spans"
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 LOW="${CALLGRIND_LOW:-200}"
 HIGH="${CALLGRIND_HIGH:-2200}"
-MODES="${CALLGRIND_MODES:-plain identity scout-off scout-on}"
+MODES="${CALLGRIND_MODES:-plain identity scout-off scout-on api-10-spans}"
 
 log() { printf '[callgrind-layers] %s\n' "$*" >&2; }
 command -v valgrind >/dev/null || { log "FAIL: valgrind not installed (apt-get install valgrind)"; exit 1; }
@@ -53,7 +54,7 @@ for m in $MODES; do
   log "$m: Ir($LOW)=$lo Ir($HIGH)=$hi"
 done
 for m in $MODES; do
-  if [[ -n "${per_req[plain]:-}" ]]; then
+  if [[ -n "${per_req[plain]:-}" && "$m" != api-10-spans ]]; then
     echo "IR $m: ${per_req[$m]} instructions/request (+$((per_req[$m] - per_req[plain])) over plain)"
   else
     echo "IR $m: ${per_req[$m]} instructions/request"

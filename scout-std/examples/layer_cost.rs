@@ -3,8 +3,10 @@
 //! `integrations` bench (`GET /users/{id}?q=1` with `X-Forwarded-For`, `oneshot`,
 //! current-thread runtime).
 //!
-//! `layer_cost <plain|identity|scout-off|scout-on> <requests>`: `scout-on` installs the agent
-//! against an in-process local core agent on its own thread. 1 000 requests warm up first;
+//! `layer_cost <plain|identity|scout-off|scout-on|api-10-spans> <requests>`: `scout-on`
+//! installs the agent against an in-process local core agent on its own thread;
+//! `api-10-spans` (agent installed too) records the `agent` bench's request instead of an
+//! HTTP request: a web transaction with 9 tagged `SQL/Query` spans, through the public API. 1 000 requests warm up first;
 //! then [`drive`] runs the given number, and only the application thread's instructions
 //! inside it are of interest (the script collects that thread and that function).
 //!
@@ -36,6 +38,18 @@ fn drive(rt: &tokio::runtime::Runtime, app: &Router, n: u64) {
     });
 }
 
+/// Runs `n` requests of 10 spans through the public API.
+#[inline(never)]
+fn drive_api(n: u64) {
+    for i in 0..n {
+        let _t = scout_std::web_transaction("Bench#index");
+        for _ in 0..9 {
+            let s = scout_std::instrument_kind("SQL", "Query");
+            s.tag("rows", scout_std::Value::Int(i as i64));
+        }
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "scout-on".to_owned());
@@ -64,7 +78,7 @@ fn main() {
         .build();
     let mut guard = None;
     let mut _agent = None;
-    if mode == "scout-on"
+    if (mode == "scout-on" || mode == "api-10-spans")
         && let Ok(agent_rt) = &agent_rt
     {
         let Ok(addr) = Address::parse("tcp://127.0.0.1:0") else {
@@ -96,8 +110,13 @@ fn main() {
         ));
         _agent = Some(agent);
     }
-    drive(&rt, &app, 1_000);
-    drive(&rt, &app, n);
+    if mode == "api-10-spans" {
+        drive_api(1_000);
+        drive_api(n);
+    } else {
+        drive(&rt, &app, 1_000);
+        drive(&rt, &app, n);
+    }
     if guard.is_some() {
         let report = scout_std::shutdown();
         eprintln!("{report:?}");

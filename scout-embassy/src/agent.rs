@@ -309,8 +309,9 @@ pub(crate) fn now() -> u64 {
     embassy_time::Instant::now().as_micros()
 }
 
-fn bump(c: &mut u32) {
-    *c = c.saturating_add(1);
+/// Adds `n` to a counter, saturating.
+pub(crate) fn bump(c: &mut u32, n: u32) {
+    *c = c.saturating_add(n);
 }
 
 /// One recording call on a transaction's slot.
@@ -362,22 +363,10 @@ impl<
 
     /// Counters since boot.
     pub fn stats(&self) -> AgentStats {
-        const ZERO: AgentStats = AgentStats {
-            queued: 0,
-            sent: 0,
-            bytes_sent: 0,
-            links: 0,
-            drops: ZERO_DROPS,
-        };
-        critical_section::with(|cs| {
-            let st = self.home.state().cell.borrow(cs).try_borrow();
-            let s = match &st {
-                Ok(st) => &st.stats,
-                Err(_) => &ZERO,
-            };
-            // Field by field: a plain struct copy links `memcpy` into firmware that otherwise
-            // has no use for it.
-            let d = &s.drops;
+        // Field by field: a plain struct copy links `memcpy` into firmware that otherwise
+        // has no use for it.
+        self.with(|st| {
+            let (s, d) = (&st.stats, &st.stats.drops);
             AgentStats {
                 queued: s.queued,
                 sent: s.sent,
@@ -394,6 +383,7 @@ impl<
                 },
             }
         })
+        .unwrap_or_default()
     }
 
     /// Bytes waiting in the send queue.
@@ -439,7 +429,7 @@ impl<
                     (Some(i), _) => i,
                     (None, Op::Begin(_)) => {
                         let Some(i) = slots.iter().position(|r| !r.is_busy()) else {
-                            bump(&mut stats.drops.no_slot);
+                            bump(&mut stats.drops.no_slot, 1);
                             return None;
                         };
                         i
@@ -450,7 +440,7 @@ impl<
                 let name = match op {
                     Op::Begin(name) | Op::Start(name, _) | Op::Tag(_, name, _) => {
                         names.intern(name).unwrap_or_else(|| {
-                            bump(&mut stats.drops.names);
+                            bump(&mut stats.drops.names, 1);
                             NO_NAME
                         })
                     }
@@ -476,7 +466,7 @@ impl<
                     }
                     Op::Finish => {
                         rec.finish(t);
-                        stats.drops.items = stats.drops.items.saturating_add(rec.dropped());
+                        bump(&mut stats.drops.items, rec.dropped());
                         if *link {
                             let mut w = queue.writer(FRAME);
                             rec.encode(*seq, &mut w);
@@ -485,14 +475,14 @@ impl<
                                 Ok(n) => {
                                     queue.len += n;
                                     *seq = seq.wrapping_add(1);
-                                    bump(&mut stats.queued);
+                                    bump(&mut stats.queued, 1);
                                 }
-                                Err(_) if needed > FRAME => bump(&mut stats.drops.too_large),
-                                Err(_) => bump(&mut stats.drops.queue_full),
+                                Err(_) if needed > FRAME => bump(&mut stats.drops.too_large, 1),
+                                Err(_) => bump(&mut stats.drops.queue_full, 1),
                             }
                         } else {
                             log_debug!("scout: no link, request dropped");
-                            bump(&mut stats.drops.no_link);
+                            bump(&mut stats.drops.no_link, 1);
                         }
                         rec.reset();
                         // The link sends the frame, or the changed drop counters.

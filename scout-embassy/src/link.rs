@@ -10,7 +10,7 @@ use scout_core::device::{
     self, Capacity, Down, DownReader, FrameWriter, Hello, NameDef, PROTOCOL_VERSION, TimeSyncReply,
 };
 
-use crate::agent::{Agent, StateRef, now};
+use crate::agent::{Agent, StateRef, bump, now};
 use crate::fmt::{log_debug, log_warn};
 
 /// Why [`Agent::run_link`] returned. Call it again with a fresh link to reconnect.
@@ -105,7 +105,7 @@ impl<
         self.with(|st| {
             st.link = false;
             if lost {
-                bump_by(&mut st.stats.drops.link_errors, 1);
+                bump(&mut st.stats.drops.link_errors, 1);
             }
         });
         end
@@ -177,8 +177,8 @@ impl<
         let wrote = core::mem::take(&mut sent.wrote);
         self.with(|st| {
             if wrote > 0 {
-                bump_by(&mut st.stats.sent, 1);
-                bump_by(&mut st.stats.bytes_sent, wrote);
+                bump(&mut st.stats.sent, 1);
+                bump(&mut st.stats.bytes_sent, wrote as u32);
             }
             let hello = !sent.hello;
             let reply = if hello { None } else { sync.take() };
@@ -199,7 +199,7 @@ impl<
             if hello {
                 log_debug!("scout: link attached");
                 st.link = true;
-                bump_by(&mut st.stats.links, 1);
+                bump(&mut st.stats.links, 1);
                 sent.hello = true;
                 w.hello(&Hello {
                     version: PROTOCOL_VERSION,
@@ -238,8 +238,4 @@ impl<
         })
         .unwrap_or(Next::Idle)
     }
-}
-
-fn bump_by(c: &mut u32, n: usize) {
-    *c = c.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
 }

@@ -77,12 +77,28 @@ impl<const N: usize> NameTable<N> {
 impl<const N: usize> NameLookup for NameTable<N> {
     fn id_of(&self, name: &str) -> u16 {
         for (i, n) in self.names.iter().enumerate() {
-            if *n == name {
+            if same(n, name) {
                 return (i + 1) as u16;
             }
         }
         NO_NAME
     }
+}
+
+/// String equality byte by byte (no `memcmp`/`bcmp` on a device).
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a.get(i) != b.get(i) {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// A finished request encoded as [`Up::Request`](super::Up::Request) with times in

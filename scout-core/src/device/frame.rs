@@ -141,8 +141,9 @@ impl<'b> FrameWriter<'b> {
     }
 
     /// Ends the frame: writes the last code byte and the delimiter. Returns the frame length,
-    /// or an error when it does not fit (the bytes within the limit then hold garbage).
-    pub fn finish(mut self) -> Result<usize, EncodeError> {
+    /// or an error when it does not fit (the bytes within the limit then hold garbage). Call
+    /// it once.
+    pub fn finish(&mut self) -> Result<usize, EncodeError> {
         let end = self.pos;
         self.close();
         self.put(end, 0);
@@ -390,18 +391,22 @@ pub fn decode_down(frame: &mut [u8]) -> Result<Down, DecodeError> {
     parse_down(frame.get(..n).ok_or(DecodeError::Cobs)?)
 }
 
-/// Longest [`Down`] payload: a variant and a 5-byte varint.
-const DOWN_MAX: usize = 6;
-
 /// Decodes the gateway's [`Down`] messages from a byte stream as it arrives, one byte at a
-/// time, in 10 bytes of state: COBS is undone on the fly into a payload buffer just large
-/// enough for the longest message. The device side's counterpart of a [`super::FrameReader`]
+/// time, in 10 bytes of state: COBS is undone on the fly and the payload parsed as it is
+/// decoded (no payload buffer). The device side's counterpart of a [`super::FrameReader`]
 /// feeding [`decode_down`]: the same messages come out of the same stream (frames that fail,
-/// whatever the reason, come out as errors; empty frames are skipped).
+/// whatever the reason, come out as errors, not necessarily with the same [`DecodeError`];
+/// empty frames are skipped).
 #[derive(Debug, Clone, Default)]
 pub struct DownReader {
-    payload: [u8; DOWN_MAX],
-    len: u8,
+    /// The integer being read (the variant, then the field).
+    acc: u32,
+    /// Bytes of `acc` read so far.
+    n: u8,
+    /// 0: reading the variant; 1: reading the field; 2: the message is complete.
+    stage: u8,
+    /// The variant, once read.
+    variant: u8,
     /// The current COBS block's code byte (0 before the first).
     block: u8,
     /// Bytes left in the current block (0: the next byte is a code byte).
@@ -414,21 +419,13 @@ impl DownReader {
     /// A reader between frames.
     pub const fn new() -> Self {
         Self {
-            payload: [0; DOWN_MAX],
-            len: 0,
+            acc: 0,
+            n: 0,
+            stage: 0,
+            variant: 0,
             block: 0,
             left: 0,
             bad: false,
-        }
-    }
-
-    fn keep(&mut self, b: u8) {
-        match self.payload.get_mut(usize::from(self.len)) {
-            Some(slot) => {
-                *slot = b;
-                self.len += 1;
-            }
-            None => self.bad = true,
         }
     }
 
@@ -437,30 +434,63 @@ impl DownReader {
     #[inline(never)]
     pub fn push(&mut self, b: u8) -> Option<Result<Down, DecodeError>> {
         if b == 0 {
-            let msg = match (self.block, self.bad || self.left > 0) {
-                (0, _) => None,
-                (_, true) => Some(Err(DecodeError::Cobs)),
-                _ => Some(parse_down(
-                    self.payload.get(..usize::from(self.len)).unwrap_or(&[]),
-                )),
+            let msg = match (self.block, self.bad || self.left > 0, self.stage) {
+                (0, _, _) => None,
+                (_, true, _) => Some(Err(DecodeError::Cobs)),
+                (_, _, 2) => Some(Ok(match (self.variant, self.acc) {
+                    (0, v) => Down::Welcome { version: v as u8 },
+                    (1, 0) => Down::Reject {
+                        reason: RejectReason::Unauthorized,
+                    },
+                    (1, 1) => Down::Reject {
+                        reason: RejectReason::Version,
+                    },
+                    (1, _) => Down::Reject {
+                        reason: RejectReason::Protocol,
+                    },
+                    (_, id) => Down::TimeSync { id },
+                })),
+                _ => Some(Err(DecodeError::Payload)),
             };
-            self.len = 0;
-            self.block = 0;
-            self.left = 0;
-            self.bad = false;
+            *self = Self::new();
             return msg;
         }
-        if self.left > 0 {
+        let data = if self.left > 0 {
             self.left -= 1;
-            self.keep(b);
+            Some(b)
         } else {
             // A code byte: the block before it ended with an implied zero, unless it was a
             // full 254-byte block.
-            if self.block != 0 && self.block != 0xFF {
-                self.keep(0);
-            }
+            let zero = self.block != 0 && self.block != 0xFF;
             self.block = b;
             self.left = b - 1;
+            zero.then_some(0)
+        };
+        // One decoded payload byte: postcard's varint variant, then a raw `u8` (`Welcome`) or
+        // a varint (`Reject`, `TimeSync`), then nothing more.
+        if let Some(b) = data {
+            if self.stage == 1 && self.variant == 0 {
+                self.acc = u32::from(b);
+                self.stage = 2;
+            } else if self.stage > 1 || (self.n == 4 && b > 0x0F) {
+                // Past the message, or a `u32` varint longer than 5 bytes or above `u32::MAX`.
+                self.bad = true;
+            } else {
+                self.acc |= u32::from(b & 0x7F) << (7 * self.n);
+                self.n += 1;
+                if b < 0x80 {
+                    // Variants 0..=2, and reasons 0..=2.
+                    if (self.stage == 0 || self.variant == 1) && self.acc > 2 {
+                        self.bad = true;
+                    }
+                    if self.stage == 0 {
+                        self.variant = self.acc as u8;
+                        self.acc = 0;
+                        self.n = 0;
+                    }
+                    self.stage += 1;
+                }
+            }
         }
         None
     }

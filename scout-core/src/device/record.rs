@@ -300,12 +300,14 @@ impl<C: Capacity> Recorder<C> {
         self.dropped
     }
 
+    #[inline(never)]
     fn count(&mut self, reason: DropReason) -> DropReason {
         self.dropped = self.dropped.saturating_add(1);
         reason
     }
 
     /// Ticks from the request start to `now`, clamped to 32 bits.
+    #[inline(never)]
     fn offset(&self, now: u64) -> u32 {
         u32::try_from(now.saturating_sub(self.start)).unwrap_or(u32::MAX)
     }

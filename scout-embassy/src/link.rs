@@ -1,10 +1,9 @@
 //! The forwarding task: drains finished requests to a byte link and answers time syncs.
 
-use core::cell::Cell;
-use core::future::poll_fn;
+use core::future::{Future, poll_fn};
+use core::pin::pin;
 use core::task::{Poll, Waker};
 
-use embassy_futures::select::{Either, select};
 use embedded_io_async::{Read, Write};
 use scout_core::device::{
     self, Capacity, Down, DownReader, FrameWriter, Hello, NameDef, PROTOCOL_VERSION, TimeSyncReply,
@@ -28,14 +27,37 @@ pub enum LinkEnd {
     Rejected,
 }
 
+/// One read of up to 8 bytes, by a future that owns the receive half and gives it back.
+async fn read_some<R: Read>(mut reader: R) -> (R, Result<usize, R::Error>, [u8; 8]) {
+    let mut chunk = [0u8; 8];
+    let got = reader.read(&mut chunk).await;
+    (reader, got, chunk)
+}
+
+/// Writes all of `bytes`; false when a write fails or writes nothing (`write_all` would
+/// panic on the latter).
+async fn write_all<W: Write>(writer: &mut W, mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        match writer.write(bytes).await {
+            Ok(n) if n > 0 => bytes = bytes.get(n..).unwrap_or(&[]),
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// What the writer has sent on this link.
 struct Sent {
     hello: bool,
     names: usize,
-    /// Total of the drop counters last sent.
-    drops: Option<u64>,
+    /// Sum (wrapping) of the drop counters last sent.
+    drops: Option<u32>,
     /// Bytes of the frame just written, not yet counted in the stats.
     wrote: usize,
+    /// The answer to the gateway's last time sync, not yet sent.
+    sync: Option<TimeSyncReply>,
+    /// Nothing was written since the last flush.
+    flushed: bool,
 }
 
 /// The writer's next step.
@@ -49,6 +71,8 @@ enum Next {
     Idle,
     /// The hello does not fit the buffer.
     Fail,
+    /// The link ends.
+    End(LinkEnd),
 }
 
 impl<
@@ -67,41 +91,63 @@ impl<
     ///
     /// While no link is attached, finished requests are dropped and counted (`no_link`).
     /// A frame being written when the link fails is counted in `link_errors`. `reader` must be
-    /// the same link's receive half; its `read` is polled concurrently with the writes and is
-    /// dropped only when the link ends.
-    pub async fn run_link<R: Read, W: Write>(&self, mut reader: R, mut writer: W) -> LinkEnd {
-        // The link is attached by the first step of the writer, which starts with the hello.
-        let sync: Cell<Option<TimeSyncReply>> = Cell::new(None);
-        let read_loop = async {
-            let mut rx = DownReader::new();
-            let mut chunk = [0u8; 8];
-            loop {
-                let n = match reader.read(&mut chunk).await {
-                    Ok(0) => return LinkEnd::Closed,
-                    Ok(n) => n,
-                    Err(_) => return LinkEnd::Read,
-                };
-                for &b in chunk.get(..n).unwrap_or(&[]) {
-                    match rx.push(b) {
-                        Some(Ok(Down::TimeSync { id })) => {
-                            sync.set(Some(TimeSyncReply { id, uptime: now() }))
-                        }
-                        Some(Ok(Down::Reject { .. })) => {
-                            log_warn!("scout: gateway rejected this device");
-                            return LinkEnd::Rejected;
-                        }
-                        _ => {}
+    /// the same link's receive half; a `read` is always pending on it (polled whenever the
+    /// task runs, between writes) and is dropped only when the link ends.
+    pub async fn run_link<R: Read, W: Write>(&self, reader: R, mut writer: W) -> LinkEnd {
+        // One buffer for every message, and one write per step: the messages are chosen and
+        // encoded by `next` and the gateway's bytes parsed by `received` (neither async), so
+        // this future stays small. The link is attached by the first `next`, with the hello.
+        let mut buf = [0u8; FRAME];
+        let mut sent = Sent {
+            hello: false,
+            names: 0,
+            drops: None,
+            wrote: 0,
+            sync: None,
+            flushed: false,
+        };
+        let mut rx = DownReader::new();
+        // The pending read owns the receive half and hands it back with what it read.
+        let mut read = pin!(read_some(reader));
+        let mut lost = false;
+        let end = loop {
+            let step = poll_fn(|cx| {
+                while let Poll::Ready((reader, got, chunk)) = read.as_mut().poll(cx) {
+                    read.set(read_some(reader));
+                    if let Some(end) = self.received(&mut rx, got, &chunk, &mut sent) {
+                        return Poll::Ready(Next::End(end));
                     }
                 }
+                // Sleep until a transaction finishes (a frame to send, or drop counters that
+                // changed) or the gateway writes, after a flush.
+                match self.next(&mut buf, &mut sent, cx.waker()) {
+                    Next::Idle if sent.flushed => Poll::Pending,
+                    step => Poll::Ready(step),
+                }
+            })
+            .await;
+            match step {
+                Next::Write(n, queued) => {
+                    if !write_all(&mut writer, buf.get(..n).unwrap_or(&[])).await {
+                        lost = queued;
+                        break LinkEnd::Write;
+                    }
+                    // Counted by the next call to `next`, right away.
+                    sent.wrote = n;
+                    sent.flushed = false;
+                }
+                Next::Idle => {
+                    if writer.flush().await.is_err() {
+                        break LinkEnd::Write;
+                    }
+                    sent.flushed = true;
+                }
+                Next::Fail => break LinkEnd::Write,
+                Next::End(end) => break end,
+                Next::Skip => {}
             }
         };
-        let lost = Cell::new(false);
-        let write_loop = self.write_loop(&mut writer, &sync, &lost);
-        let end = match select(read_loop, write_loop).await {
-            Either::First(e) | Either::Second(e) => e,
-        };
         // A frame taken from the queue that could not be written is lost.
-        let lost = lost.get();
         self.with(|st| {
             st.link = false;
             if lost {
@@ -111,52 +157,33 @@ impl<
         end
     }
 
-    async fn write_loop<W: Write>(
+    /// Parses what one read brought: answers a time sync (through `sent`), and ends the link
+    /// on a rejection, a read error or the end of the stream.
+    fn received<E>(
         &self,
-        w: &mut W,
-        sync: &Cell<Option<TimeSyncReply>>,
-        lost: &Cell<bool>,
-    ) -> LinkEnd {
-        // One buffer for every message, and one write per step: the messages are chosen and
-        // encoded by `next` (not async), so this future stays small.
-        let mut buf = [0u8; FRAME];
-        let mut sent = Sent {
-            hello: false,
-            names: 0,
-            drops: None,
-            wrote: 0,
+        rx: &mut DownReader,
+        got: Result<usize, E>,
+        chunk: &[u8],
+        sent: &mut Sent,
+    ) -> Option<LinkEnd> {
+        let n = match got {
+            Ok(0) => return Some(LinkEnd::Closed),
+            Ok(n) => n,
+            Err(_) => return Some(LinkEnd::Read),
         };
-        loop {
-            let step = match self.next(&mut buf, &mut sent, sync, None) {
-                Next::Idle => {
-                    if w.flush().await.is_err() {
-                        return LinkEnd::Write;
-                    }
-                    // Sleep until a transaction finishes (a frame to send, or drop counters
-                    // that changed) or a time sync arrives (the reader runs in this task).
-                    poll_fn(
-                        |cx| match self.next(&mut buf, &mut sent, sync, Some(cx.waker())) {
-                            Next::Idle => Poll::Pending,
-                            step => Poll::Ready(step),
-                        },
-                    )
-                    .await
+        for &b in chunk.get(..n).unwrap_or(&[]) {
+            match rx.push(b) {
+                Some(Ok(Down::TimeSync { id })) => {
+                    sent.sync = Some(TimeSyncReply { id, uptime: now() })
                 }
-                step => step,
-            };
-            match step {
-                Next::Write(n, queued) => {
-                    if w.write_all(buf.get(..n).unwrap_or(&[])).await.is_err() {
-                        lost.set(queued);
-                        return LinkEnd::Write;
-                    }
-                    // Counted by the next call to `next`, right away.
-                    sent.wrote = n;
+                Some(Ok(Down::Reject { .. })) => {
+                    log_warn!("scout: gateway rejected this device");
+                    return Some(LinkEnd::Rejected);
                 }
-                Next::Fail => return LinkEnd::Write,
-                Next::Skip | Next::Idle => {}
+                _ => {}
             }
         }
+        None
     }
 
     /// Chooses and encodes the next message into `buf`: first the hello (after a lone
@@ -165,15 +192,9 @@ impl<
     /// and the drop counters when they changed. Names come before the frames that may use
     /// them: both are decided in the same critical section, and names are append-only. A name
     /// too long for `buf` stays undefined (the gateway shows `Device/unnamed`). With nothing to
-    /// send, `waker` (if any) is woken when a transaction finishes.
+    /// send, `waker` is woken when a transaction finishes.
     #[inline(never)]
-    fn next(
-        &self,
-        buf: &mut [u8],
-        sent: &mut Sent,
-        sync: &Cell<Option<TimeSyncReply>>,
-        waker: Option<&Waker>,
-    ) -> Next {
+    fn next(&self, buf: &mut [u8], sent: &mut Sent, waker: &Waker) -> Next {
         let wrote = core::mem::take(&mut sent.wrote);
         self.with(|st| {
             if wrote > 0 {
@@ -181,7 +202,7 @@ impl<
                 bump(&mut st.stats.bytes_sent, wrote as u32);
             }
             let hello = !sent.hello;
-            let reply = if hello { None } else { sync.take() };
+            let reply = if hello { None } else { sent.sync.take() };
             let name = st.names.len() > sent.names;
             if !hello && reply.is_none() && !name {
                 let n = st.queue.pop_frame(buf);
@@ -220,11 +241,21 @@ impl<
                 };
                 w.name(&NameDef { id, name });
             } else {
-                let total = st.stats.drops.total();
+                // A change check, not a count: the counters only grow (or stay saturated), so
+                // their sum changes whenever one does (short of 2^32 drops between two calls).
+                let d = &st.stats.drops;
+                let total = [
+                    d.no_link,
+                    d.too_large,
+                    d.no_slot,
+                    d.items,
+                    d.names,
+                    d.link_errors,
+                ]
+                .iter()
+                .fold(d.queue_full, |a, &v| a.wrapping_add(v));
                 if sent.drops == Some(total) {
-                    if let Some(waker) = waker {
-                        st.waker = Some(waker.clone());
-                    }
+                    st.waker = Some(waker.clone());
                     return Next::Idle;
                 }
                 sent.drops = Some(total);

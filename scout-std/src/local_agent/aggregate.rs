@@ -6,7 +6,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::config::Limits;
+use super::hash::FastState;
 use super::model::{Counters, FinishedRequest};
+use super::rebuild::Rebuilt;
 
 /// Name of the row that collects endpoints beyond [`Limits::max_endpoints`].
 pub const OVERFLOW_ENDPOINT: &str = "(other endpoints)";
@@ -137,37 +139,74 @@ pub struct EndpointSummary {
     pub slowest: Vec<FinishedRequest>,
 }
 
+/// Exclusive time of one span kind: (kind, total µs, spans).
+#[derive(Debug)]
+struct KindSlot {
+    kind: Box<str>,
+    total_us: u64,
+    spans: u64,
+}
+
 #[derive(Debug, Default)]
 struct EndpointAgg {
     errors: u64,
     latency: Histogram,
-    kinds: BTreeMap<String, (u64, u64)>,
-    slowest: Vec<Arc<FinishedRequest>>,
+    /// At most [`MAX_KINDS`] + 1 kinds, found by a linear scan (a handful in practice).
+    kinds: Vec<KindSlot>,
+    /// Shared with the request history; spans are cut to `max_spans_per_trace` when a summary
+    /// is built.
+    slowest: Vec<Arc<Rebuilt>>,
     first_seen: u64,
 }
 
 impl EndpointAgg {
-    fn add(&mut self, r: &Arc<FinishedRequest>, limits: &Limits) {
-        self.latency.record(r.duration_us);
-        if r.error {
+    /// Position of the slot of `kind` (created; beyond [`MAX_KINDS`] kinds, the overflow slot).
+    fn kind_pos(&mut self, kind: &str) -> usize {
+        if let Some(p) = self.kinds.iter().position(|k| *k.kind == *kind) {
+            return p;
+        }
+        let key = if self.kinds.len() < MAX_KINDS {
+            kind
+        } else {
+            OTHER_KIND
+        };
+        if let Some(p) = self.kinds.iter().position(|k| *k.kind == *key) {
+            return p;
+        }
+        self.kinds.push(KindSlot {
+            kind: key.into(),
+            total_us: 0,
+            spans: 0,
+        });
+        self.kinds.len() - 1
+    }
+
+    fn add(&mut self, r: &Arc<Rebuilt>, limits: &Limits) {
+        self.latency.record(r.duration_us());
+        if r.error() {
             self.errors += 1;
         }
-        for s in &r.spans {
-            let kind = s.operation.split('/').next().unwrap_or("");
+        // Consecutive spans often share a kind: remember the last slot.
+        let mut last: Option<(&str, usize)> = None;
+        for (op, exclusive_us) in r.span_times() {
+            let kind = op
+                .as_bytes()
+                .iter()
+                .position(|&c| c == b'/')
+                .map_or(op, |i| op.get(..i).unwrap_or_default());
             let kind = if kind.is_empty() { "(none)" } else { kind };
-            if let Some(slot) = self.kinds.get_mut(kind) {
-                slot.0 += s.exclusive_us;
-                slot.1 += 1;
-                continue;
-            }
-            let key = if self.kinds.len() < MAX_KINDS {
-                kind
-            } else {
-                OTHER_KIND
+            let pos = match last {
+                Some((k, pos)) if k == kind => pos,
+                _ => {
+                    let pos = self.kind_pos(kind);
+                    last = Some((kind, pos));
+                    pos
+                }
             };
-            let slot = self.kinds.entry(key.to_owned()).or_default();
-            slot.0 += s.exclusive_us;
-            slot.1 += 1;
+            if let Some(slot) = self.kinds.get_mut(pos) {
+                slot.total_us += exclusive_us;
+                slot.spans += 1;
+            }
         }
         let keep = limits.traces_per_endpoint;
         if keep == 0 {
@@ -177,22 +216,12 @@ impl EndpointAgg {
             || self
                 .slowest
                 .last()
-                .is_some_and(|s| s.duration_us < r.duration_us);
+                .is_some_and(|s| s.duration_us() < r.duration_us());
         if qualifies {
-            let max_spans = limits.max_spans_per_trace;
-            let stored = if r.spans.len() > max_spans {
-                let mut t = FinishedRequest::clone(r);
-                let cut = (t.spans.len() - max_spans) as u64;
-                t.spans.truncate(max_spans);
-                t.dropped_spans += cut;
-                Arc::new(t)
-            } else {
-                Arc::clone(r)
-            };
             let pos = self
                 .slowest
-                .partition_point(|s| s.duration_us >= stored.duration_us);
-            self.slowest.insert(pos, stored);
+                .partition_point(|s| s.duration_us() >= r.duration_us());
+            self.slowest.insert(pos, Arc::clone(r));
             self.slowest.truncate(keep);
         }
     }
@@ -203,28 +232,31 @@ impl EndpointAgg {
 pub(crate) struct Aggregator {
     limits: Limits,
     /// app -> endpoint -> statistics (nested so that lookups need no owned key).
-    endpoints: HashMap<String, HashMap<String, EndpointAgg>>,
+    endpoints: HashMap<String, HashMap<String, EndpointAgg, FastState>, FastState>,
+    hash: FastState,
     tracked: usize,
     seq: u64,
 }
 
 impl Aggregator {
     pub(crate) fn new(limits: Limits) -> Self {
+        let hash = FastState::new();
         Self {
             limits,
-            endpoints: HashMap::new(),
+            endpoints: HashMap::with_hasher(hash),
+            hash,
             tracked: 0,
             seq: 0,
         }
     }
 
     /// Adds a finished request (ignored and endpoint-less requests are only counted).
-    pub(crate) fn record(&mut self, r: &Arc<FinishedRequest>, counters: &mut Counters) {
-        if r.ignored {
+    pub(crate) fn record(&mut self, r: &Arc<Rebuilt>, counters: &mut Counters) {
+        if r.ignored() {
             counters.ignored_requests += 1;
             return;
         }
-        let Some(endpoint) = r.endpoint.as_deref() else {
+        let Some(endpoint) = r.endpoint() else {
             counters.requests_without_endpoint += 1;
             return;
         };
@@ -233,7 +265,7 @@ impl Aggregator {
         let limits = &self.limits;
         if let Some(agg) = self
             .endpoints
-            .get_mut(r.app.as_str())
+            .get_mut(r.app())
             .and_then(|m| m.get_mut(endpoint))
         {
             agg.add(r, limits);
@@ -246,9 +278,13 @@ impl Aggregator {
             self.tracked += 1;
             endpoint
         };
-        let app = match self.endpoints.get_mut(r.app.as_str()) {
+        let hash = self.hash;
+        let app = match self.endpoints.get_mut(r.app()) {
             Some(m) => m,
-            None => self.endpoints.entry(r.app.clone()).or_default(),
+            None => self
+                .endpoints
+                .entry(r.app().to_owned())
+                .or_insert_with(|| HashMap::with_hasher(hash)),
         };
         let agg = match app.get_mut(name) {
             Some(a) => a,
@@ -262,6 +298,13 @@ impl Aggregator {
 
     /// Snapshot of all endpoints, by app then by total time (largest first).
     pub(crate) fn summaries(&self) -> Vec<EndpointSummary> {
+        self.summaries_with(usize::MAX)
+    }
+
+    /// [`Self::summaries`] with at most `traces` slowest traces per endpoint (building a trace
+    /// costs more than the rest of a row).
+    pub(crate) fn summaries_with(&self, traces: usize) -> Vec<EndpointSummary> {
+        let max_spans = self.limits.max_spans_per_trace;
         let mut rows: Vec<((&String, &String), &EndpointAgg)> = self
             .endpoints
             .iter()
@@ -279,10 +322,10 @@ impl Aggregator {
                 let mut kinds: Vec<KindTime> = a
                     .kinds
                     .iter()
-                    .map(|(k, &(total_us, spans))| KindTime {
-                        kind: k.clone(),
-                        total_us,
-                        spans,
+                    .map(|k| KindTime {
+                        kind: k.kind.to_string(),
+                        total_us: k.total_us,
+                        spans: k.spans,
                     })
                     .collect();
                 kinds.sort_by(|x, y| y.total_us.cmp(&x.total_us).then(x.kind.cmp(&y.kind)));
@@ -301,7 +344,8 @@ impl Aggregator {
                     slowest: a
                         .slowest
                         .iter()
-                        .map(|r| FinishedRequest::clone(r))
+                        .take(traces)
+                        .map(|r| r.to_finished(max_spans))
                         .collect(),
                 }
             })

@@ -20,9 +20,11 @@
 //!   partially received frames are bounded across all connections by a semaphore
 //!   ([`Limits::max_inflight_bytes`]). Memory for a frame grows with the bytes actually received,
 //!   never with the announced length.
-//! * **Commands** (`protocol`): each frame is decoded in one serde pass straight into a typed
-//!   command whose ids and names borrow from the frame (no [`serde_json::Value`] tree; a `Value`
-//!   of the frame is built only when frames are retained for [`LocalAgentHandle::messages`]).
+//! * **Commands** (`protocol`, `scan`): each frame is decoded straight into a typed command whose
+//!   ids and names borrow from the frame (no [`serde_json::Value`] tree; a `Value` of the frame is
+//!   built only when frames are retained for [`LocalAgentHandle::messages`]): first by a
+//!   hand-written scanner for the frames agents send, which gives up on anything unusual, then
+//!   (for those) by the serde decoder, whose results and errors are the reference.
 //!   Decoding happens before the state lock is taken, so connections decode in parallel.
 //!   Invalid JSON, unknown commands, malformed fields and data commands before `Register` get a
 //!   `{"Failure": {"message": ..}}` reply; the connection stays usable and nothing is stored. A
@@ -37,7 +39,10 @@
 //!   in tree pre-order with depth, duration and exclusive time. Missing timestamps are replaced by
 //!   the receive time; spans never stopped end with the request (a warning is recorded).
 //!   Unfinished requests are bounded in count and approximate bytes and evicted after
-//!   [`Limits::pending_timeout`] without a command.
+//!   [`Limits::pending_timeout`] without a command. A request keeps its strings in one text
+//!   buffer and its spans and tags in flat vectors (reused through a pool), so a command
+//!   allocates nothing; the public [`FinishedRequest`] is built from that form only when asked
+//!   for (request history, export, slowest traces).
 //! * **Aggregation** (`aggregate`): per application (`Register.app`) and endpoint (the
 //!   `Controller/...` or `Job/...` span, renamed by a `transaction.name` tag): call and error counts
 //!   (`error` tag `"true"`), a log-linear latency histogram (mean, p50/p95/p99), exclusive time by
@@ -78,6 +83,7 @@ mod aggregate;
 pub mod cli;
 pub mod client;
 mod config;
+mod hash;
 #[cfg(feature = "download")]
 mod install;
 mod logger;

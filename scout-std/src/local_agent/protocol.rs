@@ -39,7 +39,7 @@ pub(crate) enum Command<'a> {
     TagRequest {
         request_id: Str<'a>,
         tag: Str<'a>,
-        value: Value,
+        value: TagValue<'a>,
     },
     StartSpan {
         ts: Option<Timestamp>,
@@ -52,7 +52,7 @@ pub(crate) enum Command<'a> {
         request_id: Str<'a>,
         span_id: Str<'a>,
         tag: Str<'a>,
-        value: Value,
+        value: TagValue<'a>,
     },
     StopSpan {
         ts: Option<Timestamp>,
@@ -67,9 +67,52 @@ pub(crate) enum Command<'a> {
     ApplicationEvent {
         ts: Option<Timestamp>,
         event_type: Str<'a>,
-        event_value: Value,
+        /// Boxed: events are rare, and the box keeps every other command small.
+        event_value: Box<Value>,
         source: Option<Str<'a>>,
     },
+}
+
+/// A tag value as decoded: the common scalars without a [`Value`], strings borrowed from the
+/// frame when they had no escapes. Both decoders produce the same variant for the same JSON
+/// ([`TagValue::from_value`] is the normal form), so the value converts back to exactly the
+/// [`Value`] serde_json would have built.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TagValue<'a> {
+    Null,
+    Bool(bool),
+    /// A non-negative integer (serde_json's unsigned representation).
+    UInt(u64),
+    Str(Str<'a>),
+    /// Any other value: negative and non-integer numbers, arrays, objects.
+    Json(Box<Value>),
+}
+
+impl TagValue<'_> {
+    /// The normal form of `v`.
+    pub(crate) fn from_value(v: Value) -> Self {
+        match v {
+            Value::Null => Self::Null,
+            Value::Bool(b) => Self::Bool(b),
+            Value::String(s) => Self::Str(Cow::Owned(s)),
+            Value::Number(n) if n.is_u64() => match n.as_u64() {
+                Some(u) => Self::UInt(u),
+                None => Self::Json(Box::new(Value::Number(n))),
+            },
+            other => Self::Json(Box::new(other)),
+        }
+    }
+
+    /// The [`Value`] this stands for.
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            Self::Null => Value::Null,
+            Self::Bool(b) => Value::Bool(b),
+            Self::UInt(u) => Value::from(u),
+            Self::Str(s) => Value::String(s.into_owned()),
+            Self::Json(v) => *v,
+        }
+    }
 }
 
 /// Why a frame could not be decoded into a command.
@@ -156,12 +199,20 @@ impl<'a> Command<'a> {
     /// Decodes one frame's JSON text: with the fast scanner when it recognises the frame
     /// (see [`super::scan`]), otherwise (and for every rejected frame) with serde.
     pub(crate) fn parse(text: &'a str) -> Result<Self, ParseError> {
-        if FAST_DECODE.load(Ordering::Relaxed)
-            && let Some(c) = super::scan::parse(text)
-        {
+        if let Some(c) = Self::parse_fast(text.as_bytes()) {
             return Ok(c);
         }
         Self::parse_serde(text)
+    }
+
+    /// Decodes one frame with the fast scanner alone (`None`: not taken, or turned off by
+    /// [`set_fast_decode`]); the frame need not have been checked to be UTF-8.
+    pub(crate) fn parse_fast(bytes: &'a [u8]) -> Option<Self> {
+        if FAST_DECODE.load(Ordering::Relaxed) {
+            super::scan::parse_bytes(bytes)
+        } else {
+            None
+        }
     }
 
     /// Decodes one frame's JSON text with the serde decoder only (the reference behaviour).
@@ -759,7 +810,7 @@ fn build<'a>(kind: Kind, f: &mut Fields<'a>) -> Result<Command<'a>, DecodeError>
         Kind::TagRequest => Command::TagRequest {
             request_id: id(take(&mut f.request_id), "request_id")?,
             tag: id(take(&mut f.tag), "tag")?,
-            value: value(f.value.take(), "value")?,
+            value: TagValue::from_value(value(f.value.take(), "value")?),
         },
         Kind::StartSpan => Command::StartSpan {
             ts: ts(take(&mut f.timestamp))?,
@@ -772,7 +823,7 @@ fn build<'a>(kind: Kind, f: &mut Fields<'a>) -> Result<Command<'a>, DecodeError>
             request_id: id(take(&mut f.request_id), "request_id")?,
             span_id: id(take(&mut f.span_id), "span_id")?,
             tag: id(take(&mut f.tag), "tag")?,
-            value: value(f.value.take(), "value")?,
+            value: TagValue::from_value(value(f.value.take(), "value")?),
         },
         Kind::StopSpan => Command::StopSpan {
             ts: ts(take(&mut f.timestamp))?,
@@ -786,7 +837,7 @@ fn build<'a>(kind: Kind, f: &mut Fields<'a>) -> Result<Command<'a>, DecodeError>
         Kind::ApplicationEvent => Command::ApplicationEvent {
             ts: ts(take(&mut f.timestamp))?,
             event_type: id(take(&mut f.event_type), "event_type")?,
-            event_value: value(f.event_value.take(), "event_value")?,
+            event_value: Box::new(value(f.event_value.take(), "event_value")?),
             source: opt(take(&mut f.source), "source")?,
         },
         Kind::Batch => match f.commands_outcome.take() {
@@ -881,7 +932,7 @@ mod tests {
             matches!(&c[2], Command::StartSpan { parent_id: None, operation, .. } if operation == "Job/X")
         );
         assert!(
-            matches!(&c[1], Command::TagRequest { tag, value, .. } if tag == "n" && *value == json!(3))
+            matches!(&c[1], Command::TagRequest { tag, value, .. } if tag == "n" && *value == TagValue::UInt(3))
         );
     }
 

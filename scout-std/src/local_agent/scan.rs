@@ -14,33 +14,86 @@
 //! handed to `serde_json` on its own, which parses it exactly as it would inside the frame.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
 use serde_json::Value;
 
-use super::protocol::{Command, MAX_NAME_LEN, Str};
+use super::protocol::{Command, MAX_NAME_LEN, Str, TagValue};
 use super::timestamp::Timestamp;
 
 /// Deepest nesting of arrays/objects the fast path accepts, counting from the frame's outer
 /// object (serde_json's own limit is 128, so everything accepted here is within it).
 const MAX_DEPTH: usize = 100;
 
+/// A remembered timestamp prefix: its bytes 0..8, 8..16 and 11..19 read as words, and its value.
+type TsPrefix = Option<([u64; 3], i64)>;
+
+thread_local! {
+    /// The timestamp prefix the last frame decoded on this thread ended with (timestamps of
+    /// consecutive frames usually share it: one command per frame, or a burst of requests).
+    static TS_PREFIX: Cell<TsPrefix> = const { Cell::new(None) };
+    /// An empty command vector whose allocation the next batch decoded on this thread reuses
+    /// (a batch's vector is a few kilobytes: allocating it for every frame costs more than
+    /// decoding some of its commands).
+    static SPARE: Cell<Vec<Command<'static>>> = const { Cell::new(Vec::new()) };
+}
+
+/// Vectors with more room than this many commands are not kept.
+const SPARE_MAX: usize = 4096;
+
+/// Empties `v` and gives it another lifetime, keeping its allocation (the element type's size
+/// and alignment are the same, so the standard library collects in place).
+// `filter_map` (not `filter`): the element type changes, which `filter` cannot do.
+#[allow(clippy::unnecessary_filter_map)]
+fn relabel<'b>(mut v: Vec<Command<'_>>) -> Vec<Command<'b>> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
+
+/// An empty command vector, with the allocation of the last recycled one if any.
+fn spare_commands<'a>() -> Vec<Command<'a>> {
+    relabel(SPARE.with(Cell::take))
+}
+
+/// Keeps the allocation of a batch's command vector for the next batch decoded on this thread.
+pub(crate) fn recycle_commands(v: Vec<Command<'_>>) {
+    if v.capacity() > 0 && v.capacity() <= SPARE_MAX {
+        let v = relabel(v);
+        SPARE.with(|s| s.set(v));
+    }
+}
+
 /// Decodes `text` if it is one of the recognised, well-formed command frames.
+#[cfg(test)]
 pub(crate) fn parse(text: &str) -> Option<Command<'_>> {
+    parse_bytes(text.as_bytes())
+}
+
+/// Frames up to this size are checked to be UTF-8 as a whole before they are scanned.
+const WHOLE_CHECK_MAX: usize = 512;
+
+/// Decodes the frame `b` if it is one of the recognised, well-formed command frames, which are
+/// UTF-8: a small frame is checked as a whole, a larger one string by string as they are read
+/// (structural bytes are ASCII by construction, and a repeated string is compared with one
+/// already checked), so large frames need no separate UTF-8 pass.
+pub(crate) fn parse_bytes(b: &[u8]) -> Option<Command<'_>> {
+    // Checking a string costs about as much as checking a few hundred bytes of frame at once.
+    let text = match b.len() {
+        0..=WHOLE_CHECK_MAX => Some(std::str::from_utf8(b).ok()?),
+        _ => None,
+    };
     let mut s = Scanner {
-        text,
-        b: text.as_bytes(),
+        b,
         i: 0,
+        last: [None; 4],
+        tags: [None; 4],
+        next_tag: 0,
+        text,
+        ts_prefix: TS_PREFIX.with(Cell::get),
     };
-    s.expect(b'{')?;
-    let name = s.key()?;
-    let cmd = if name == "BatchCommand" {
-        s.batch()?
-    } else {
-        s.body(Kind::of(name)?, 2)?
-    };
-    s.expect(b'}')?;
-    s.ws();
-    (s.i == s.b.len()).then_some(cmd)
+    let cmd = s.frame();
+    TS_PREFIX.with(|c| c.set(s.ts_prefix));
+    cmd
 }
 
 /// The commands the fast path decodes (a `BatchCommand` may hold any of them).
@@ -120,6 +173,39 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
+/// Eight bytes of `b` from `at` (which the caller keeps in bounds), little-endian.
+#[inline]
+fn word_at(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    if let Some(src) = b.get(at..at + 8) {
+        w.copy_from_slice(src);
+    }
+    u64::from_le_bytes(w)
+}
+
+/// Whether `hay` starts with `lit`, comparing eight bytes at a time (no call to `memcmp`).
+#[inline(always)]
+pub(crate) fn starts_with(hay: &[u8], lit: &[u8]) -> bool {
+    let n = lit.len();
+    if hay.len() < n {
+        return false;
+    }
+    if n < 8 {
+        return same(&hay[..n], lit);
+    }
+    if n > 32 {
+        return hay[..n] == *lit;
+    }
+    let mut i = 0;
+    while i + 8 < n {
+        if word_at(hay, i) != word_at(lit, i) {
+            return false;
+        }
+        i += 8;
+    }
+    word_at(hay, n - 8) == word_at(lit, n - 8)
+}
+
 /// The fields of one body as read so far (a repeated key overwrites, as in serde's decoder).
 #[derive(Default)]
 struct Fields<'a> {
@@ -129,11 +215,17 @@ struct Fields<'a> {
     parent_id: Option<Str<'a>>,
     operation: Option<Str<'a>>,
     tag: Option<Str<'a>>,
-    value: Option<Value>,
+    value: Option<TagValue<'a>>,
     event_type: Option<Str<'a>>,
-    event_value: Option<Value>,
+    event_value: Option<TagValue<'a>>,
     source: Option<Str<'a>>,
 }
+
+// Positions in `Scanner::last`.
+const RID_AT: usize = 0;
+const SID_AT: usize = 1;
+const PID_AT: usize = 2;
+const OP_AT: usize = 3;
 
 /// Whether `c` ends a run of plain string bytes.
 #[inline]
@@ -142,15 +234,48 @@ fn special(c: u8) -> bool {
 }
 
 struct Scanner<'a> {
-    text: &'a str,
     b: &'a [u8],
     i: usize,
+    /// The last `request_id`, `span_id`, `parent_id` and `operation` read without escapes
+    /// (indexed by [`RID_AT`] ...): commands repeat them (a request's id in every command, a
+    /// span's id in its tags and stop, a parent's id in its children and its own start), and
+    /// comparing bytes is cheaper than scanning and checking a string.
+    last: [Option<&'a str>; 4],
+    /// The last four tag names read without escapes (spans repeat a few names in turn), and
+    /// where the next one goes.
+    tags: [Option<&'a str>; 4],
+    next_tag: usize,
+    /// The whole frame, when it was checked to be UTF-8 at once (small frames, where that
+    /// costs less than checking each string).
+    text: Option<&'a str>,
+    /// The first 19 bytes (`YYYY-MM-DDTHH:MM:SS`) of the last timestamp parsed in full and
+    /// their value in microseconds: timestamps in one frame mostly share them.
+    /// Kept from frame to frame (see `TS_PREFIX`).
+    ts_prefix: TsPrefix,
 }
 
 impl<'a> Scanner<'a> {
+    /// The whole frame: one command object, or a `BatchCommand`.
+    fn frame(&mut self) -> Option<Command<'a>> {
+        self.expect(b'{')?;
+        let name = self.key()?;
+        let cmd = if name == "BatchCommand" {
+            self.batch()?
+        } else {
+            self.body(Kind::of(name)?, 2)?
+        };
+        self.expect(b'}')?;
+        self.ws();
+        (self.i == self.b.len()).then_some(cmd)
+    }
+
     #[inline]
     fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
+        while let Some(&c) = self.b.get(self.i) {
+            // Every JSON whitespace byte is at most a space; most bytes here are not.
+            if c > b' ' || !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                break;
+            }
             self.i += 1;
         }
     }
@@ -199,7 +324,16 @@ impl<'a> Scanner<'a> {
         }
         self.i = end + 1;
         self.expect(b':')?;
-        self.text.get(start..end)
+        self.str_at(start, end)
+    }
+
+    /// Bytes `start..end` of the frame as a string, if they are UTF-8.
+    #[inline]
+    fn str_at(&self, start: usize, end: usize) -> Option<&'a str> {
+        match self.text {
+            Some(t) => t.get(start..end),
+            None => std::str::from_utf8(self.b.get(start..end)?).ok(),
+        }
     }
 
     /// The end of the run of plain string bytes starting at the cursor (not consumed).
@@ -216,8 +350,10 @@ impl<'a> Scanner<'a> {
             let quote = has_zero(w ^ (ONES * u64::from(b'"')));
             let backslash = has_zero(w ^ (ONES * u64::from(b'\\')));
             let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-            if quote | backslash | control != 0 {
-                break;
+            let hits = quote | backslash | control;
+            if hits != 0 {
+                // The lowest flagged byte is exact (only bytes above a true hit can be false hits).
+                return j + (hits.trailing_zeros() / 8) as usize;
             }
             j += 8;
         }
@@ -236,10 +372,10 @@ impl<'a> Scanner<'a> {
         let end = self.plain_run();
         if self.b.get(end) == Some(&b'"') {
             self.i = end + 1;
-            return self.text.get(start..end).map(Cow::Borrowed);
+            return self.str_at(start, end).map(Cow::Borrowed);
         }
         let mut out = String::with_capacity(end - start + 16);
-        out.push_str(self.text.get(start..end)?);
+        out.push_str(self.str_at(start, end)?);
         self.i = end;
         loop {
             match *self.b.get(self.i)? {
@@ -267,7 +403,7 @@ impl<'a> Scanner<'a> {
                 _ => {
                     let run = self.i;
                     self.i = self.plain_run();
-                    out.push_str(self.text.get(run..self.i)?);
+                    out.push_str(self.str_at(run, self.i)?);
                 }
             }
         }
@@ -344,11 +480,238 @@ impl<'a> Scanner<'a> {
 
     /// `null` or an RFC 3339 timestamp.
     fn timestamp(&mut self) -> Option<Option<Timestamp>> {
+        match self.peek()? {
+            b'n' => self.literal().filter(Value::is_null).map(|_| None),
+            b'"' => {
+                self.i += 1;
+                if let Some(t) = self.cached_timestamp() {
+                    return Some(Some(t));
+                }
+                let s = self.string_body()?;
+                let t = Timestamp::parse(&s)?;
+                if let Cow::Borrowed(raw) = s
+                    && let Some(prefix) = raw.get(..19)
+                    && let Some(base) = Timestamp::parse(prefix)
+                {
+                    let p = prefix.as_bytes();
+                    let words = [word_at(p, 0), word_at(p, 8), word_at(p, 11)];
+                    self.ts_prefix = Some((words, base.0));
+                }
+                Some(Some(t))
+            }
+            _ => None,
+        }
+    }
+
+    /// The timestamp string at the cursor (after its opening quote), if it starts with the
+    /// remembered 19-byte prefix and the rest is a fraction and zone exactly as
+    /// [`Timestamp::parse`] reads them; `None` (cursor unchanged) otherwise.
+    fn cached_timestamp(&mut self) -> Option<Timestamp> {
+        let (prefix, base) = self.ts_prefix?;
+        let b = self.b.get(self.i..)?;
+        if b.len() < 20
+            || word_at(b, 0) != prefix[0]
+            || word_at(b, 8) != prefix[1]
+            || word_at(b, 11) != prefix[2]
+        {
+            return None;
+        }
+        // The usual rest, `.ffffff+00:00"` (six digits, UTC written as Python and the std agent
+        // write it), checked with two words.
+        const LOW6: u64 = 0x0000_ffff_ffff_ffff;
+        const ZONE: u64 = u64::from_le_bytes(*b"+00:00\"\0");
+        if b.get(19) == Some(&b'.') && b.len() >= 34 {
+            let t = (word_at(b, 20) & LOW6).wrapping_sub(0x0000_3030_3030_3030);
+            // Each of the six bytes was a digit iff it is now at most 9 (no borrow, no high bit).
+            let digits = (t | t.wrapping_add(0x0000_7676_7676_7676)) & 0x0000_8080_8080_8080 == 0;
+            if digits && word_at(b, 26) & 0x00ff_ffff_ffff_ffff == ZONE {
+                let micros = t.to_le_bytes()[..6]
+                    .iter()
+                    .fold(0i64, |m, &d| m * 10 + i64::from(d));
+                self.i += 33;
+                return Some(Timestamp(base + micros));
+            }
+        }
+        let digit = |j: usize| {
+            b.get(j)
+                .filter(|c| c.is_ascii_digit())
+                .map(|c| i64::from(c - b'0'))
+        };
+        // The rest after `YYYY-MM-DDTHH:MM:SS`, exactly as `Timestamp::parse` reads it.
+        let mut j = 19;
+        let mut micros = 0i64;
+        if b.get(j) == Some(&b'.') {
+            j += 1;
+            // Usually exactly six digits (microseconds).
+            if let Some(d) = b.get(j..j + 7)
+                && d[..6].iter().all(u8::is_ascii_digit)
+                && !d[6].is_ascii_digit()
+            {
+                micros = d[..6].iter().fold(0, |m, &c| m * 10 + i64::from(c - b'0'));
+                j += 6;
+            } else {
+                let start = j;
+                while let Some(d) = digit(j) {
+                    if j - start < 6 {
+                        micros = micros * 10 + d;
+                    }
+                    j += 1;
+                }
+                let n = j - start;
+                if n == 0 || n > 9 {
+                    return None;
+                }
+                for _ in n..6 {
+                    micros *= 10;
+                }
+            }
+        }
+        if b.get(j..j + 7) == Some(b"+00:00\"") {
+            self.i += j + 7;
+            return Some(Timestamp(base + micros));
+        }
+        let offset_secs = match *b.get(j)? {
+            b'"' => 0,
+            b'Z' | b'z' => {
+                j += 1;
+                0
+            }
+            sign @ (b'+' | b'-') => {
+                let oh = digit(j + 1)? * 10 + digit(j + 2)?;
+                let om = digit(j + 4)? * 10 + digit(j + 5)?;
+                if b.get(j + 3) != Some(&b':') || oh > 23 || om > 59 {
+                    return None;
+                }
+                j += 6;
+                let v = oh * 3600 + om * 60;
+                if sign == b'-' { -v } else { v }
+            }
+            _ => return None,
+        };
+        if b.get(j) != Some(&b'"') {
+            return None;
+        }
+        self.i += j + 1;
+        Some(Timestamp(base - offset_secs * 1_000_000 + micros))
+    }
+
+    /// A name (see [`Self::name`]) of the kind remembered at `at` in [`Self::last`]: compared
+    /// first with the last one of that kind and, if `also` is given, of kind `also`.
+    #[inline(always)]
+    fn cached(&mut self, at: usize, also: Option<usize>) -> Option<Str<'a>> {
+        if self.b.get(self.i) == Some(&b'"') {
+            self.i += 1;
+        } else {
+            self.expect(b'"')?;
+        }
+        let rest = self.b.get(self.i..)?;
+        let other = also.and_then(|k| self.last.get(k).copied().flatten());
+        for prev in [self.last.get(at).copied().flatten(), other]
+            .into_iter()
+            .flatten()
+        {
+            // `prev` had no escapes: the same bytes followed by a quote are the same string.
+            if starts_with(rest, prev.as_bytes()) && rest.get(prev.len()) == Some(&b'"') {
+                self.i += prev.len() + 1;
+                if let Some(slot) = self.last.get_mut(at) {
+                    *slot = Some(prev);
+                }
+                return Some(Cow::Borrowed(prev));
+            }
+        }
+        let s = self.string_body().filter(|s| s.len() <= MAX_NAME_LEN)?;
+        if let Cow::Borrowed(raw) = s
+            && let Some(slot) = self.last.get_mut(at)
+        {
+            *slot = Some(raw);
+        }
+        Some(s)
+    }
+
+    /// A tag name: compared first with the last four (see [`Self::cached`]).
+    #[inline]
+    fn cached_tag(&mut self) -> Option<Str<'a>> {
+        if self.b.get(self.i) == Some(&b'"') {
+            self.i += 1;
+        } else {
+            self.expect(b'"')?;
+        }
+        let rest = self.b.get(self.i..)?;
+        for prev in self.tags.into_iter().flatten() {
+            if starts_with(rest, prev.as_bytes()) && rest.get(prev.len()) == Some(&b'"') {
+                self.i += prev.len() + 1;
+                return Some(Cow::Borrowed(prev));
+            }
+        }
+        let s = self.string_body().filter(|s| s.len() <= MAX_NAME_LEN)?;
+        if let Cow::Borrowed(raw) = s {
+            if let Some(slot) = self.tags.get_mut(self.next_tag % 4) {
+                *slot = Some(raw);
+            }
+            self.next_tag += 1;
+        }
+        Some(s)
+    }
+
+    /// `null` or a parent span id (see [`Self::cached`]).
+    #[inline]
+    fn parent_id(&mut self) -> Option<Option<Str<'a>>> {
         if self.peek()? == b'n' {
             self.literal().filter(Value::is_null).map(|_| None)
         } else {
-            Timestamp::parse(&self.string()?).map(Some)
+            self.cached(PID_AT, Some(SID_AT)).map(Some)
         }
+    }
+
+    /// A body key and its colon, as its field bit (0 for keys the decoder ignores). The usual
+    /// keys are recognised by comparing their bytes; anything else is read as a string.
+    #[inline]
+    fn field(&mut self) -> Option<u16> {
+        self.expect(b'"')?;
+        let rest = self.b.get(self.i..)?;
+        let (bit, lit): (u16, &[u8]) = match (rest.first(), rest.get(1)) {
+            (Some(b't'), Some(b'i')) => (TS, b"timestamp\""),
+            (Some(b't'), _) => (TAG, b"tag\""),
+            (Some(b'r'), _) => (RID, b"request_id\""),
+            (Some(b's'), Some(b'p')) => (SID, b"span_id\""),
+            (Some(b's'), _) => (SRC, b"source\""),
+            (Some(b'p'), _) => (PID, b"parent_id\""),
+            (Some(b'o'), _) => (OP, b"operation\""),
+            (Some(b'v'), _) => (VAL, b"value\""),
+            (Some(b'e'), _) if rest.get(6) == Some(&b't') => (ETYPE, b"event_type\""),
+            (Some(b'e'), _) => (EVAL, b"event_value\""),
+            _ => (0, b""),
+        };
+        if bit != 0 && starts_with(rest, lit) {
+            self.i += lit.len();
+            self.expect(b':')?;
+            return Some(bit);
+        }
+        self.i -= 1;
+        Some(field_bit(self.key()?))
+    }
+
+    /// A command name inside a batch and its colon, recognised like [`Self::field`].
+    #[inline]
+    fn kind(&mut self) -> Option<Kind> {
+        self.expect(b'"')?;
+        let rest = self.b.get(self.i..)?;
+        let (kind, lit): (Kind, &[u8]) = match (rest.first(), rest.get(2), rest.get(5)) {
+            (Some(b'S'), Some(b'a'), Some(b'S')) => (Kind::StartSpan, b"StartSpan\""),
+            (Some(b'S'), Some(b'a'), _) => (Kind::StartRequest, b"StartRequest\""),
+            (Some(b'S'), _, _) => (Kind::StopSpan, b"StopSpan\""),
+            (Some(b'T'), _, Some(b'a')) => (Kind::TagSpan, b"TagSpan\""),
+            (Some(b'T'), _, _) => (Kind::TagRequest, b"TagRequest\""),
+            (Some(b'F'), _, _) => (Kind::FinishRequest, b"FinishRequest\""),
+            _ => (Kind::ApplicationEvent, b"ApplicationEvent\""),
+        };
+        if starts_with(rest, lit) {
+            self.i += lit.len();
+            self.expect(b':')?;
+            return Some(kind);
+        }
+        self.i -= 1;
+        Kind::of(self.key()?)
     }
 
     /// Digits of an integer starting at the cursor, if it is one serde reads as a `u64` or
@@ -375,25 +738,25 @@ impl<'a> Scanner<'a> {
     }
 
     /// A tag or event value.
-    fn value(&mut self, depth: usize) -> Option<Value> {
+    fn value(&mut self, depth: usize) -> Option<TagValue<'a>> {
         match self.peek()? {
             b'"' => {
                 self.i += 1;
-                Some(Value::String(self.string_body()?.into_owned()))
+                Some(TagValue::Str(self.string_body()?))
             }
-            b't' | b'f' | b'n' => self.literal(),
+            b't' | b'f' | b'n' => Some(TagValue::from_value(self.literal()?)),
             b'0'..=b'9' => match self.small_int() {
                 Some((_, first, end)) => {
                     let mut v = 0u64;
-                    for &d in &self.b[first..end] {
+                    for &d in self.b.get(first..end)? {
                         v = v * 10 + u64::from(d - b'0');
                     }
                     self.i = end;
-                    Some(Value::from(v))
+                    Some(TagValue::UInt(v))
                 }
-                None => self.delegated(depth),
+                None => self.delegated(depth).map(TagValue::from_value),
             },
-            _ => self.delegated(depth),
+            _ => self.delegated(depth).map(TagValue::from_value),
         }
     }
 
@@ -442,7 +805,8 @@ impl<'a> Scanner<'a> {
             }
             _ => return None,
         }
-        serde_json::from_str(self.text.get(start..self.i)?).ok()
+        // serde_json checks the UTF-8 of the slice's strings as it reads them.
+        serde_json::from_slice(self.b.get(start..self.i)?).ok()
     }
 
     /// Checks a value that is not read (stricter than JSON: see [`Self::small_int`]).
@@ -510,24 +874,176 @@ impl<'a> Scanner<'a> {
     fn commands(&mut self) -> Option<Vec<Command<'a>>> {
         self.expect(b'[')?;
         // About one command per 100 bytes in agents' batches.
-        let mut out = Vec::with_capacity((self.b.len() - self.i) / 96 + 1);
+        let mut out = spare_commands();
+        out.reserve((self.b.len() - self.i) / 96 + 1);
         if self.peek()? == b']' {
             self.i += 1;
             return Some(out);
         }
+        self.expect(b'{')?;
         loop {
-            self.expect(b'{')?;
-            let kind = Kind::of(self.key()?)?;
+            let kind = self.kind()?;
             out.push(self.body(kind, 5)?);
+            // The end of this command and the start of the next: `}, {` (Python, the std
+            // agent) or `},{` (Node) in one comparison, else token by token.
+            let rest = self.b.get(self.i..)?;
+            if starts_with(rest, b"}, {") {
+                self.i += 4;
+                continue;
+            }
+            if starts_with(rest, b"},{") {
+                self.i += 3;
+                continue;
+            }
             self.expect(b'}')?;
             if self.next_or_end(b']')? {
                 return Some(out);
             }
+            self.expect(b'{')?;
         }
     }
 
     /// The body object of a command of kind `kind`, at nesting `depth` (its own level).
     fn body(&mut self, kind: Kind, depth: usize) -> Option<Command<'a>> {
+        let at = self.i;
+        if let Some(c) = self.usual_body(kind, depth) {
+            return Some(c);
+        }
+        self.i = at;
+        self.any_body(kind, depth)
+    }
+
+    /// A key given as its bytes and closing quote (`request_id"`), and its colon.
+    #[inline]
+    fn lit_key(&mut self, lit: &[u8]) -> Option<()> {
+        self.expect(b'"')?;
+        if !starts_with(self.b.get(self.i..)?, lit) {
+            return None;
+        }
+        self.i += lit.len();
+        self.expect(b':')
+    }
+
+    /// The separator `sep` (`{` or `,`) and the key `key` (given with its closing quote) with
+    /// its colon: one comparison for the usual layouts (`spaced`: `, "key": `; `compact`:
+    /// `,"key":`), else token by token with any whitespace.
+    #[inline(always)]
+    fn sep_key(&mut self, sep: u8, spaced: &[u8], compact: &[u8], key: &[u8]) -> Option<()> {
+        let rest = self.b.get(self.i..)?;
+        if starts_with(rest, spaced) {
+            self.i += spaced.len();
+        } else if starts_with(rest, compact) {
+            self.i += compact.len();
+        } else {
+            self.expect(sep)?;
+            self.lit_key(key)?;
+        }
+        Some(())
+    }
+
+    /// The body of `kind` with exactly the fields the agents send, in their order (timestamp,
+    /// request_id, span_id, then parent_id and operation, or tag and value), read in straight
+    /// line; `None` for any other body, which [`Self::any_body`] then reads. Both read every
+    /// field with the same function, so they agree on every body this one takes.
+    fn usual_body(&mut self, kind: Kind, depth: usize) -> Option<Command<'a>> {
+        // Python and the std agent write `{"key": ` and `, "key": `; Node writes `{"key":` and
+        // `,"key":`.
+        macro_rules! key {
+            ('{', $k:literal) => {
+                self.sep_key(
+                    b'{',
+                    concat!("{\"", $k, "\": ").as_bytes(),
+                    concat!("{\"", $k, "\":").as_bytes(),
+                    concat!($k, "\"").as_bytes(),
+                )
+            };
+            (',', $k:literal) => {
+                self.sep_key(
+                    b',',
+                    concat!(", \"", $k, "\": ").as_bytes(),
+                    concat!(",\"", $k, "\":").as_bytes(),
+                    concat!($k, "\"").as_bytes(),
+                )
+            };
+        }
+        if kind == Kind::ApplicationEvent {
+            return None;
+        }
+        self.ws();
+        key!('{', "timestamp")?;
+        let ts = if matches!(kind, Kind::TagRequest | Kind::TagSpan) {
+            // Not read, only checked to be JSON: usually a timestamp like the others.
+            let at = self.i;
+            if self.b.get(self.i) != Some(&b'"') || {
+                self.i += 1;
+                self.cached_timestamp().is_none()
+            } {
+                self.i = at;
+                self.skip(depth)?;
+            }
+            None
+        } else {
+            self.timestamp()?
+        };
+        key!(',', "request_id")?;
+        let request_id = self.cached(RID_AT, None)?;
+        let cmd = match kind {
+            Kind::StartRequest => Command::StartRequest { ts, request_id },
+            Kind::FinishRequest => Command::FinishRequest { ts, request_id },
+            Kind::TagRequest => {
+                key!(',', "tag")?;
+                let tag = self.cached_tag()?;
+                key!(',', "value")?;
+                let value = self.value(depth)?;
+                Command::TagRequest {
+                    request_id,
+                    tag,
+                    value,
+                }
+            }
+            _ => {
+                key!(',', "span_id")?;
+                let span_id = self.cached(SID_AT, Some(PID_AT))?;
+                match kind {
+                    Kind::StopSpan => Command::StopSpan {
+                        ts,
+                        request_id,
+                        span_id,
+                    },
+                    Kind::StartSpan => {
+                        key!(',', "parent_id")?;
+                        let parent_id = self.parent_id()?;
+                        key!(',', "operation")?;
+                        let operation = self.cached(OP_AT, None)?;
+                        Command::StartSpan {
+                            ts,
+                            request_id,
+                            span_id,
+                            parent_id,
+                            operation,
+                        }
+                    }
+                    _ => {
+                        key!(',', "tag")?;
+                        let tag = self.cached_tag()?;
+                        key!(',', "value")?;
+                        let value = self.value(depth)?;
+                        Command::TagSpan {
+                            request_id,
+                            span_id,
+                            tag,
+                            value,
+                        }
+                    }
+                }
+            }
+        };
+        self.expect(b'}')?;
+        Some(cmd)
+    }
+
+    /// The body object of a command of kind `kind`, any key order, other keys ignored.
+    fn any_body(&mut self, kind: Kind, depth: usize) -> Option<Command<'a>> {
         self.expect(b'{')?;
         let wanted = kind.fields();
         let mut f = Fields::default();
@@ -535,15 +1051,14 @@ impl<'a> Scanner<'a> {
             return None;
         }
         loop {
-            let key = self.key()?;
-            match field_bit(key) & wanted {
+            match self.field()? & wanted {
                 0 => self.skip(depth)?,
                 TS => f.ts = self.timestamp()?,
-                RID => f.request_id = Some(self.name()?),
-                SID => f.span_id = Some(self.name()?),
-                PID => f.parent_id = self.opt_name()?,
-                OP => f.operation = Some(self.name()?),
-                TAG => f.tag = Some(self.name()?),
+                RID => f.request_id = Some(self.cached(RID_AT, None)?),
+                SID => f.span_id = Some(self.cached(SID_AT, Some(PID_AT))?),
+                PID => f.parent_id = self.parent_id()?,
+                OP => f.operation = Some(self.cached(OP_AT, None)?),
+                TAG => f.tag = Some(self.cached_tag()?),
                 VAL => f.value = Some(self.value(depth)?),
                 ETYPE => f.event_type = Some(self.name()?),
                 EVAL => f.event_value = Some(self.value(depth)?),
@@ -588,7 +1103,7 @@ impl<'a> Scanner<'a> {
             Kind::ApplicationEvent => Command::ApplicationEvent {
                 ts: f.ts,
                 event_type: f.event_type?,
-                event_value: f.event_value?,
+                event_value: Box::new(f.event_value?.into_value()),
                 source: f.source,
             },
         })
@@ -1071,6 +1586,89 @@ mod tests {
             }
         }
         assert_eq!(fast, total);
+    }
+
+    /// A batch's command vector is handed to the next batch with its allocation.
+    #[test]
+    fn command_vectors_are_reused() {
+        let frame = r#"{"BatchCommand": {"commands": [{"StartRequest": {"request_id": "r"}}]}}"#;
+        let Some(Command::Batch(v)) = parse(frame) else {
+            panic!("not taken")
+        };
+        let (ptr, cap) = (v.as_ptr() as usize, v.capacity());
+        assert!(cap > 0);
+        recycle_commands(v);
+        let Some(Command::Batch(w)) = parse(frame) else {
+            panic!("not taken")
+        };
+        assert_eq!((w.as_ptr() as usize, w.capacity()), (ptr, cap));
+    }
+
+    /// Timestamps that share their first 19 bytes take the remembered-prefix path; every
+    /// fraction and zone form gives what the full parse gives, or the frame goes to serde.
+    #[test]
+    fn timestamps_with_a_shared_prefix_agree_with_serde() {
+        let mut rng = Rng(0x7157_a3b0_5eed_0042);
+        // Valid forms first; the last `BAD` of each list are not timestamps.
+        const BAD: usize = 3;
+        const FRACTIONS: &[&str] = &[
+            "",
+            ".1",
+            ".123",
+            ".123456",
+            ".000000",
+            ".999999",
+            ".1234567",
+            ".123456789",
+            ".1234567890",
+            ".12a456",
+            ".12345\\u0036",
+        ];
+        const ZONES: &[&str] = &[
+            "", "Z", "z", "+00:00", "-00:00", "+05:30", "-05:30", "+23:59", "+24:00", "+00:60",
+            "+00:0",
+        ];
+        let form = |rng: &mut Rng, list: &[&'static str]| -> &'static str {
+            let n = if rng.below(8) == 0 {
+                list.len()
+            } else {
+                list.len() - BAD
+            };
+            list[rng.below(n)]
+        };
+        let mut taken = 0;
+        for _ in 0..400 {
+            let second = format!("2026-11-24T20:59:{:02}", rng.below(61));
+            let commands: Vec<String> = (0..6)
+                .map(|k| {
+                    let ts = format!(
+                        "{second}{}{}",
+                        form(&mut rng, FRACTIONS),
+                        form(&mut rng, ZONES)
+                    );
+                    match k % 3 {
+                        0 => format!(
+                            r#"{{"StartSpan": {{"timestamp": "{ts}", "request_id": "r", "span_id": "s{k}", "parent_id": null, "operation": "Job/x"}}}}"#
+                        ),
+                        1 => format!(
+                            r#"{{"TagSpan": {{"timestamp": "{ts}", "request_id": "r", "span_id": "s{k}", "tag": "t", "value": 1}}}}"#
+                        ),
+                        _ => format!(
+                            r#"{{"StopSpan":{{"timestamp":"{ts}","request_id":"r","span_id":"s{k}"}}}}"#
+                        ),
+                    }
+                })
+                .collect();
+            let frame = format!(
+                r#"{{"BatchCommand": {{"commands": [{}]}}}}"#,
+                commands.join(", ")
+            );
+            taken += usize::from(check(&frame));
+            for c in &commands {
+                check(c);
+            }
+        }
+        assert!(taken > 50, "{taken}");
     }
 
     #[test]

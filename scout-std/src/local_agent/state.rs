@@ -13,7 +13,7 @@ use super::aggregate::{Aggregator, EndpointSummary};
 use super::config::Limits;
 use super::model::{AppEvent, Counters, FinishedRequest, ReceivedMessage};
 use super::protocol::{Command, DecodeError, ParseError, ReplyBytes, failure_reply, success_reply};
-use super::rebuild::{Origin, Rebuilder};
+use super::rebuild::{Origin, Rebuilder, Rebuilt, ReceiveTime};
 use super::summary::{self, AppInfo};
 use super::timestamp::Timestamp;
 
@@ -80,6 +80,15 @@ pub(crate) enum Parsed<'a> {
 impl<'a> Parsed<'a> {
     /// Decodes `bytes`; `keep_value`: also parse it into a [`Value`] for the frame history.
     pub(crate) fn new(bytes: &'a [u8], keep_value: bool) -> Self {
+        // The fast scanner checks the UTF-8 of what it reads; a frame it does not take is
+        // checked and decoded again from the start, with the same outcome as before it existed.
+        let tried_fast = !keep_value;
+        if tried_fast && let Some(cmd) = Command::parse_fast(bytes) {
+            return Self::Json {
+                message: None,
+                decoded: Ok(cmd),
+            };
+        }
         let invalid = |e: &dyn std::fmt::Display| {
             Self::InvalidJson(format!("invalid JSON frame ({} bytes): {e}", bytes.len()))
         };
@@ -95,7 +104,12 @@ impl<'a> Parsed<'a> {
         } else {
             None
         };
-        match Command::parse(text) {
+        let parsed = if tried_fast {
+            Command::parse_serde(text)
+        } else {
+            Command::parse(text)
+        };
+        match parsed {
             Ok(cmd) => Self::Json {
                 message,
                 decoded: Ok(cmd),
@@ -118,17 +132,19 @@ pub(crate) struct State {
     rebuilder: Rebuilder,
     aggregator: Aggregator,
     pub(crate) counters: Counters,
-    requests: VecDeque<Arc<FinishedRequest>>,
+    /// Finished requests in the rebuilder's compact form (made public on demand).
+    requests: VecDeque<Arc<Rebuilt>>,
     messages: VecDeque<ReceivedMessage>,
     events: VecDeque<AppEvent>,
     apps: BTreeMap<String, AppInfo>,
     export: Option<LineWriter<File>>,
     seq: u64,
-    finished_buf: Vec<FinishedRequest>,
+    finished_buf: Vec<Rebuilt>,
 }
 
 impl State {
     pub(crate) fn new(limits: Limits, version: String, export: Option<File>) -> Self {
+        let retained = limits.retain_requests.min(4096);
         Self {
             rebuilder: Rebuilder::new(limits.clone()),
             aggregator: Aggregator::new(limits.clone()),
@@ -136,7 +152,7 @@ impl State {
             version,
             started: Instant::now(),
             counters: Counters::default(),
-            requests: VecDeque::new(),
+            requests: VecDeque::with_capacity(retained),
             messages: VecDeque::new(),
             events: VecDeque::new(),
             apps: BTreeMap::new(),
@@ -205,7 +221,7 @@ impl State {
             conn.log_bad(&msg);
             return failure(&msg);
         };
-        let now = Timestamp::now();
+        let mut now = ReceiveTime::lazy();
         self.counters.commands += cmd.count() as u64;
         let ok = |bytes| Reply {
             bytes,
@@ -245,9 +261,9 @@ impl State {
                 self.event(
                     conn.id,
                     &app,
-                    ts.unwrap_or(now),
+                    now.or(ts),
                     event_type.into_owned(),
-                    event_value,
+                    *event_value,
                     source.map(Cow::into_owned),
                 );
                 ok(success_reply(name, None))
@@ -265,9 +281,9 @@ impl State {
                             self.event(
                                 conn.id,
                                 &app,
-                                ts.unwrap_or(now),
+                                now.or(*ts),
                                 event_type.to_string(),
-                                std::mem::take(event_value),
+                                std::mem::take(&mut **event_value),
                                 source.take().map(Cow::into_owned),
                             );
                         }
@@ -279,9 +295,9 @@ impl State {
                 };
                 let mut out = std::mem::take(&mut self.finished_buf);
                 self.rebuilder.apply(
-                    cmd,
+                    &mut cmd,
                     &origin,
-                    now,
+                    &mut now,
                     Instant::now(),
                     &mut self.counters,
                     &mut out,
@@ -290,6 +306,9 @@ impl State {
                     self.finished(r);
                 }
                 self.finished_buf = out;
+                if let Command::Batch(cmds) = cmd {
+                    super::scan::recycle_commands(cmds);
+                }
                 ok(success_reply(name, None))
             }
         }
@@ -357,17 +376,18 @@ impl State {
         });
     }
 
-    fn finished(&mut self, r: FinishedRequest) {
+    fn finished(&mut self, r: Rebuilt) {
         self.counters.requests += 1;
         log::debug!(
             "request {} finished: {} ({} spans, {} us)",
-            r.id,
-            r.endpoint.as_deref().unwrap_or("(no endpoint)"),
-            r.spans.len(),
-            r.duration_us
+            r.id(),
+            r.endpoint().unwrap_or("(no endpoint)"),
+            r.span_count(),
+            r.duration_us()
         );
         if let Some(w) = &mut self.export {
-            let ok = serde_json::to_writer(&mut *w, &r).is_ok() && w.write_all(b"\n").is_ok();
+            let ok = serde_json::to_writer(&mut *w, &r.to_finished(usize::MAX)).is_ok()
+                && w.write_all(b"\n").is_ok();
             if !ok {
                 self.counters.export_errors += 1;
                 if self.counters.export_errors == 1 {
@@ -377,11 +397,20 @@ impl State {
         }
         let r = Arc::new(r);
         self.aggregator.record(&r, &mut self.counters);
-        if self.limits.retain_requests > 0 {
-            if self.requests.len() >= self.limits.retain_requests {
-                self.requests.pop_front();
-            }
+        // A request that leaves the history and is not a slowest trace gives its buffers back.
+        let gone = if self.limits.retain_requests > 0 {
+            let old = if self.requests.len() >= self.limits.retain_requests {
+                self.requests.pop_front()
+            } else {
+                None
+            };
             self.requests.push_back(r);
+            old
+        } else {
+            Some(r)
+        };
+        if let Some(done) = gone.and_then(Arc::into_inner) {
+            self.rebuilder.recycle(done);
         }
     }
 
@@ -402,7 +431,7 @@ impl State {
     pub(crate) fn requests(&self) -> Vec<FinishedRequest> {
         self.requests
             .iter()
-            .map(|r| FinishedRequest::clone(r))
+            .map(|r| r.to_finished(usize::MAX))
             .collect()
     }
 
@@ -419,11 +448,12 @@ impl State {
     }
 
     pub(crate) fn summary(&self) -> String {
+        // The text shows one trace: the slowest of the endpoints' slowest.
         summary::render(
             self.started.elapsed(),
             &self.counters,
             self.rebuilder.pending_len(),
-            &self.aggregator.summaries(),
+            &self.aggregator.summaries_with(1),
             &self.apps,
         )
     }

@@ -38,14 +38,28 @@ fn drive(rt: &tokio::runtime::Runtime, app: &Router, n: u64) {
     });
 }
 
-/// Runs `n` requests of 10 spans through the public API.
+/// Runs `n` requests of 10 spans through the public API; with `LAYER_COST_PACE_US` set, waits
+/// (spinning, no system call) that many microseconds after each request, so that the agent
+/// keeps up instead of dropping at a full queue (e.g. to count wake-ups with `strace -c -f`).
 #[inline(never)]
 fn drive_api(n: u64) {
+    let pace = std::env::var("LAYER_COST_PACE_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_micros);
     for i in 0..n {
-        let _t = scout_std::web_transaction("Bench#index");
-        for _ in 0..9 {
-            let s = scout_std::instrument_kind("SQL", "Query");
-            s.tag("rows", scout_std::Value::Int(i as i64));
+        {
+            let _t = scout_std::web_transaction("Bench#index");
+            for _ in 0..9 {
+                let s = scout_std::instrument_kind("SQL", "Query");
+                s.tag("rows", scout_std::Value::Int(i as i64));
+            }
+        }
+        if let Some(p) = pace {
+            let start = std::time::Instant::now();
+            while start.elapsed() < p {
+                std::hint::spin_loop();
+            }
         }
     }
 }

@@ -26,7 +26,14 @@ pub(crate) struct Shared {
     sends_everything: AtomicBool,
     running: AtomicBool,
     tx: tokio::sync::mpsc::Sender<Msg>,
+    /// Wakes a sender that is draining on its tick before the tick (queue filling up, flush).
+    pub(crate) wake: tokio::sync::Notify,
+    /// A wake-up is on its way (at most one per drain, whatever the number of threads).
+    pub(crate) wake_pending: AtomicBool,
 }
+
+/// Queued messages from which the application wakes a ticking sender early.
+const WAKE_AT: usize = 256;
 
 impl Shared {
     /// A new request, begun at `now`, from the pool.
@@ -58,7 +65,15 @@ impl Shared {
             return;
         }
         match self.tx.try_send(Msg::Request(req)) {
-            Ok(()) => stats::inc(&self.counters.requests_queued),
+            Ok(()) => {
+                stats::inc(&self.counters.requests_queued);
+                // While requests keep coming the sender drains the queue on a tick, so that
+                // application threads do not pay for waking a thread on every request; it is
+                // woken early only when the queue fills up.
+                if self.tx.capacity() + WAKE_AT <= QUEUE_CAPACITY {
+                    self.wake_sender();
+                }
+            }
             Err(e) => {
                 stats::inc(&self.counters.dropped_queue_full);
                 if let Msg::Request(req) = e.into_inner() {
@@ -79,6 +94,13 @@ impl Shared {
                 draw,
             ),
             Err(_) => true,
+        }
+    }
+
+    /// Wakes the sender now, once until it has drained the queue.
+    pub(crate) fn wake_sender(&self) {
+        if !self.wake_pending.swap(true, Relaxed) {
+            self.wake.notify_one();
         }
     }
 
@@ -202,6 +224,8 @@ pub fn install_with(config: Config, options: InstallOptions) -> AgentGuard {
         running: AtomicBool::new(true),
         config: RwLock::new(config),
         tx,
+        wake: tokio::sync::Notify::new(),
+        wake_pending: AtomicBool::new(false),
     });
     shared.submit_frame(crate::metadata::metadata_frame(&config, &options.libraries));
     let ctl = sender::spawn(shared.clone(), rx, &config);
@@ -305,7 +329,9 @@ pub fn stats() -> Stats {
 pub fn flush(timeout: Duration) -> bool {
     let Some(shared) = active() else { return true };
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    if shared.tx.try_send(Msg::Flush(tx)).is_err() {
+    let queued = shared.tx.try_send(Msg::Flush(tx));
+    shared.wake_sender();
+    if queued.is_err() {
         return false;
     }
     rx.recv_timeout(timeout).is_ok()

@@ -33,6 +33,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often samplers run and non-zero drop counters are logged.
 const SAMPLE_EVERY: Duration = Duration::from_secs(60);
+/// While requests keep coming, the queue is drained on this tick rather than on a wake-up per
+/// request (a wake-up is a system call the application thread would pay).
+const TICK: Duration = Duration::from_millis(2);
+/// Empty ticks after which the sender waits on the queue itself again (woken by the next
+/// message: one wake-up per quiet period).
+const IDLE_TICKS: u8 = 50;
 
 /// What the application side queues.
 pub(crate) enum Msg {
@@ -177,6 +183,10 @@ struct Sender {
     batch: Vec<Out>,
     wbuf: Vec<u8>,
     closed: bool,
+    /// Draining on a tick (recent traffic) rather than waiting on the queue.
+    ticking: bool,
+    /// Consecutive ticks that found the queue empty.
+    idle_ticks: u8,
 }
 
 enum Step {
@@ -208,6 +218,8 @@ impl Sender {
             batch: Vec::new(),
             wbuf: Vec::new(),
             closed: false,
+            ticking: false,
+            idle_ticks: 0,
         }
     }
 
@@ -343,6 +355,7 @@ impl Sender {
             }
             let window_open = self.unacked.len() < WINDOW && !self.closed;
             let dl = self.deadline;
+            let shared = self.shared.clone();
             tokio::select! {
                 biased;
                 ack = acks.recv() => match ack {
@@ -360,27 +373,30 @@ impl Sender {
                 },
                 _ = wait_until(dl) => return Step::Stop,
                 _ = self.shutdown.changed() => { self.deadline = *self.shutdown.borrow(); }
-                msg = self.rx.recv(), if window_open => match msg {
+                msg = self.rx.recv(), if window_open && !self.ticking => match msg {
                     Some(msg) => {
-                        // Take whatever else is ready too, and write it all at once.
-                        let mut batch = std::mem::take(&mut self.batch);
-                        batch.extend(self.prepare(msg));
-                        while batch.len() < MAX_BATCH && self.unacked.len() + batch.len() < WINDOW {
-                            match self.rx.try_recv() {
-                                Ok(m) => batch.extend(self.prepare(m)),
-                                Err(_) => break,
-                            }
-                        }
-                        let ok = self.write_batch(writer, &mut batch).await;
-                        self.batch = batch;
-                        if !ok {
+                        self.ticking = true;
+                        self.idle_ticks = 0;
+                        if !self.send_queued(writer, Some(msg)).await {
                             return Step::Reconnect;
-                        }
-                        if self.unacked.iter().all(|o| o.register) {
-                            self.answer_flushes();
                         }
                     }
                     None => self.closed = true,
+                },
+                _ = tick_or_wake(&shared), if window_open && self.ticking => {
+                    shared.wake_pending.store(false, std::sync::atomic::Ordering::Relaxed);
+                    if self.rx.is_empty() {
+                        self.idle_ticks = self.idle_ticks.saturating_add(1);
+                        // Quiet: wait on the queue again (which also notices it closing).
+                        self.ticking = self.idle_ticks < IDLE_TICKS;
+                    } else {
+                        self.idle_ticks = 0;
+                        while !self.rx.is_empty() && self.unacked.len() < WINDOW {
+                            if !self.send_queued(writer, None).await {
+                                return Step::Reconnect;
+                            }
+                        }
+                    }
                 },
                 _ = tokio::time::sleep_until(self.next_sample.into()), if self.samplers_started => {
                     self.next_sample = Instant::now() + SAMPLE_EVERY;
@@ -393,6 +409,31 @@ impl Sender {
                 }
             }
         }
+    }
+
+    /// Writes `first` and whatever else is queued (up to a batch, within the window) at once.
+    /// False when the connection failed.
+    async fn send_queued(
+        &mut self,
+        writer: &mut (impl AsyncWrite + Unpin),
+        first: Option<Msg>,
+    ) -> bool {
+        let mut batch = std::mem::take(&mut self.batch);
+        if let Some(msg) = first {
+            batch.extend(self.prepare(msg));
+        }
+        while batch.len() < MAX_BATCH && self.unacked.len() + batch.len() < WINDOW {
+            match self.rx.try_recv() {
+                Ok(m) => batch.extend(self.prepare(m)),
+                Err(_) => break,
+            }
+        }
+        let ok = self.write_batch(writer, &mut batch).await;
+        self.batch = batch;
+        if ok && self.unacked.iter().all(|o| o.register) {
+            self.answer_flushes();
+        }
+        ok
     }
 
     fn answer_flushes(&mut self) {
@@ -606,5 +647,13 @@ async fn read_replies(
         if acks.send(()).is_err() {
             return;
         }
+    }
+}
+
+/// The next tick of a sender draining on ticks, or an early wake-up from the application.
+async fn tick_or_wake(shared: &Shared) {
+    tokio::select! {
+        _ = tokio::time::sleep(TICK) => {}
+        _ = shared.wake.notified() => {}
     }
 }

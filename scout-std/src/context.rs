@@ -342,11 +342,13 @@ pub(crate) fn tag_request_static(key: &'static str, value: Value<'_>) {
     });
 }
 
+#[cfg(any(feature = "tower", feature = "actix-web"))]
 /// Access to the current request for setting several tags at once (see [`with_tagger`]).
 pub(crate) struct Tagger<'a> {
     cur: &'a mut Current,
 }
 
+#[cfg(any(feature = "tower", feature = "actix-web"))]
 impl Tagger<'_> {
     /// Tags the request (a full request counts the tag as dropped).
     pub(crate) fn tag(&mut self, key: &'static str, value: Value<'_>) {
@@ -360,6 +362,7 @@ impl Tagger<'_> {
     }
 }
 
+#[cfg(any(feature = "tower", feature = "actix-web"))]
 /// Runs `f` with the current request, if there is one.
 pub(crate) fn with_tagger<R>(f: impl FnOnce(&mut Tagger<'_>) -> R) -> Option<R> {
     with_current(|cur| f(&mut Tagger { cur }))
@@ -622,6 +625,7 @@ pub fn request_scope<F: Future>(fut: F, root_operation: &str) -> Transaction<F> 
     Transaction::build(fut, "", root_operation, false)
 }
 
+#[cfg(any(feature = "tower", feature = "actix-web"))]
 /// A transaction begun eagerly by a framework integration, when its service is called rather
 /// than at the first poll (see [`begin`]): the span is open; [`Begun::run`] creates the future
 /// with the request current and wraps it. Dropped without `run` (a panic in between), the new
@@ -630,6 +634,7 @@ pub(crate) struct Begun {
     state: TxState,
 }
 
+#[cfg(any(feature = "tower", feature = "actix-web"))]
 impl Drop for Begun {
     fn drop(&mut self) {
         if let Some(cur) = self.state.slot.take() {
@@ -638,6 +643,7 @@ impl Drop for Begun {
     }
 }
 
+#[cfg(any(feature = "tower", feature = "actix-web"))]
 /// Opens the span `parts` (concatenated, used as the operation) now: in the current request
 /// if there is one, otherwise in a new request of `agent` (when given). Costs no allocation:
 /// the name is copied into the request. `real` marks the request as reportable (a
@@ -668,6 +674,7 @@ pub(crate) fn begin(parts: &[&str], real: bool, agent: Option<Arc<Shared>>) -> B
     Begun { state }
 }
 
+#[cfg(any(feature = "tower", feature = "actix-web"))]
 impl Begun {
     /// Makes a new request current until the guard drops, so that services called meanwhile
     /// (creating the future to wrap) see it. A joined request is current already.

@@ -3,6 +3,12 @@
 //! bounded window of unacknowledged ones), reads and checks every reply on a reader task, sends
 //! the CPU and memory samplers, reconnects with capped exponential backoff, and sends again on
 //! the new connection whatever the old one did not acknowledge.
+//!
+//! Waking: when quiet, the sender waits on the queue, so the first message wakes it. While
+//! messages keep coming it drains the queue every [`TICK`] instead, so that application
+//! threads do not pay a wake-up (a system call) per request; they wake it early only when
+//! the queue passes a high-water mark or on a flush. After [`IDLE_TICKS`] empty ticks it waits
+//! on the queue again.
 
 use crate::agent::Shared;
 use crate::pool::StdRequest;

@@ -33,7 +33,7 @@
 //! ```
 
 use super::Tagged;
-use super::web::{self, Headers, Overrides, RequestView, TagPlan};
+use super::web::{self, Headers, Overrides, RequestView, ScoutHeaders, TagPlan};
 use crate::context::{Transaction, begin};
 use actix_web::HttpMessage as _;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
@@ -47,8 +47,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 impl Headers for HeaderMap {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.get(name).and_then(|v| v.to_str().ok())
+    fn scout_headers(&self) -> ScoutHeaders<'_> {
+        let header = |name: &str| self.get(name).and_then(|v| v.to_str().ok());
+        ScoutHeaders {
+            x_forwarded_for: header("x-forwarded-for"),
+            client_ip: header("client-ip"),
+            x_queue_start: header("x-queue-start"),
+            x_request_start: header("x-request-start"),
+        }
     }
 }
 

@@ -102,14 +102,6 @@ impl Apply for () {
     fn apply(self) {}
 }
 
-impl<T: Apply> Apply for Option<T> {
-    fn apply(self) {
-        if let Some(t) = self {
-            t.apply();
-        }
-    }
-}
-
 pin_project_lite::pin_project! {
     /// Runs inside the request: applies the tags at the first poll and tags `error` when the
     /// output says the work failed.

@@ -50,7 +50,7 @@ use super::Tagged;
 use super::web::{self, Headers, Overrides, RequestView, ScoutHeaders, TagPlan};
 use crate::agent::Shared;
 use crate::context::{Transaction, begin, in_request};
-use http::header::{CONTENT_TYPE, HeaderName};
+use http::header::CONTENT_TYPE;
 use http::{Extensions, HeaderMap, Method, Request, Response, Uri};
 use scout_core::config::UriReporting;
 use std::fmt;
@@ -89,11 +89,6 @@ pub fn default_peer_ip(ext: &Extensions) -> Option<IpAddr> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Skip;
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const CLIENT_IP: HeaderName = HeaderName::from_static("client-ip");
-const X_QUEUE_START: HeaderName = HeaderName::from_static("x-queue-start");
-const X_REQUEST_START: HeaderName = HeaderName::from_static("x-request-start");
-
 impl Headers for HeaderMap {
     fn scout_headers(&self) -> ScoutHeaders<'_> {
         // One pass over the headers instead of four hashed lookups; the first value of each
@@ -108,23 +103,11 @@ impl Headers for HeaderMap {
                 _ => continue,
             };
             if slot.is_none() {
-                // A value that is not visible ASCII counts as absent, as with `header`.
+                // A value that is not visible ASCII counts as absent (empty).
                 *slot = Some(value.to_str().unwrap_or(""));
             }
         }
         h
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        // The names the integration reads are looked up without parsing them each time.
-        let v = match name {
-            "x-forwarded-for" => self.get(X_FORWARDED_FOR),
-            "client-ip" => self.get(CLIENT_IP),
-            "x-queue-start" => self.get(X_QUEUE_START),
-            "x-request-start" => self.get(X_REQUEST_START),
-            _ => self.get(name),
-        };
-        v.and_then(|v| v.to_str().ok())
     }
 }
 
@@ -618,6 +601,28 @@ mod tests {
             .body(())
             .unwrap();
         assert!(!is_grpc(&get), "gRPC is always POST");
+    }
+
+    #[test]
+    fn one_pass_header_scan() {
+        let mut h = HeaderMap::new();
+        h.append("X-Forwarded-For", "203.0.113.5".parse().unwrap());
+        h.append("x-forwarded-for", "198.51.100.1".parse().unwrap());
+        h.insert("client-ip", http::HeaderValue::from_bytes(b"\xff").unwrap());
+        h.insert("x-request-start", "t=1".parse().unwrap());
+        let s = h.scout_headers();
+        assert_eq!(
+            s.x_forwarded_for,
+            Some("203.0.113.5"),
+            "the first value, as `get`"
+        );
+        assert_eq!(
+            s.client_ip,
+            Some(""),
+            "not visible ASCII: empty, never used"
+        );
+        assert_eq!(s.x_queue_start, None);
+        assert_eq!(s.queue_start(), Some("t=1"));
     }
 
     #[test]

@@ -294,18 +294,11 @@ pub fn is_ignored_path<'a>(path: &str, prefixes: impl IntoIterator<Item = &'a st
 }
 
 #[cfg(any(feature = "tower", feature = "actix-web"))]
-/// Read access to request headers, whatever the framework's header map.
+/// The headers the integrations read, whatever the framework's header map.
 pub(crate) trait Headers {
-    fn header(&self, name: &str) -> Option<&str>;
-    /// The headers the integrations read (the first value of each).
-    fn scout_headers(&self) -> ScoutHeaders<'_> {
-        ScoutHeaders {
-            x_forwarded_for: self.header("x-forwarded-for"),
-            client_ip: self.header("client-ip"),
-            x_queue_start: self.header("x-queue-start"),
-            x_request_start: self.header("x-request-start"),
-        }
-    }
+    /// The first value of each header the tags need (a value that is not visible ASCII
+    /// counts as absent).
+    fn scout_headers(&self) -> ScoutHeaders<'_>;
 }
 
 #[cfg(any(feature = "tower", feature = "actix-web"))]

@@ -38,7 +38,6 @@ use crate::context::{Transaction, begin};
 use actix_web::HttpMessage as _;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::HeaderMap;
-use scout_core::config::UriReporting;
 use std::fmt;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
@@ -88,31 +87,7 @@ macro_rules! settings_builder {
         pub fn new() -> Self {
             Self::default()
         }
-        /// Overrides the `collect_remote_ip` setting (tag `user_ip`).
-        #[must_use]
-        pub fn collect_remote_ip(mut self, collect: bool) -> Self {
-            Arc::make_mut(&mut self.overrides).collect_remote_ip = Some(collect);
-            self
-        }
-        /// Overrides the `uri_reporting` setting (query parameters in the `path` tag).
-        #[must_use]
-        pub fn uri_reporting(mut self, reporting: UriReporting) -> Self {
-            Arc::make_mut(&mut self.overrides).uri_reporting = Some(reporting);
-            self
-        }
-        /// Path prefixes whose requests are not recorded at all (paths under the `ignore`
-        /// setting are tagged `ignore_transaction` instead, as in Python).
-        #[must_use]
-        pub fn ignore<I, P>(mut self, prefixes: I) -> Self
-        where
-            I: IntoIterator<Item = P>,
-            P: Into<String>,
-        {
-            Arc::make_mut(&mut self.overrides)
-                .ignore
-                .extend(prefixes.into_iter().map(Into::into));
-            self
-        }
+        override_builders!(overrides);
     };
 }
 

@@ -23,6 +23,41 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+/// The builder methods every web integration has for its setting overrides
+/// (`collect_remote_ip`, `uri_reporting`, `ignore`), given the path to its
+/// `Arc<web::Overrides>` field.
+#[cfg(any(feature = "tower", feature = "actix-web"))]
+macro_rules! override_builders {
+    ($($field:ident).+) => {
+        /// Overrides the `collect_remote_ip` setting (tag `user_ip`) here.
+        #[must_use]
+        pub fn collect_remote_ip(mut self, collect: bool) -> Self {
+            std::sync::Arc::make_mut(&mut self.$($field).+).collect_remote_ip = Some(collect);
+            self
+        }
+        /// Overrides the `uri_reporting` setting (query parameters in the `path` tag).
+        #[must_use]
+        pub fn uri_reporting(mut self, reporting: scout_core::config::UriReporting) -> Self {
+            std::sync::Arc::make_mut(&mut self.$($field).+).uri_reporting = Some(reporting);
+            self
+        }
+        /// Path prefixes (`/health`) whose requests are not recorded at all. (Paths under
+        /// the `ignore` setting are recorded and tagged `ignore_transaction`, as in Python,
+        /// and the sampler drops them.)
+        #[must_use]
+        pub fn ignore<I, P>(mut self, prefixes: I) -> Self
+        where
+            I: IntoIterator<Item = P>,
+            P: Into<String>,
+        {
+            std::sync::Arc::make_mut(&mut self.$($field).+)
+                .ignore
+                .extend(prefixes.into_iter().map(Into::into));
+            self
+        }
+    };
+}
+
 #[cfg(feature = "actix-web")]
 pub mod actix_web;
 #[cfg(feature = "apalis")]

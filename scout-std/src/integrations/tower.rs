@@ -52,7 +52,6 @@ use crate::agent::Shared;
 use crate::context::{Transaction, begin, in_request};
 use http::header::CONTENT_TYPE;
 use http::{Extensions, HeaderMap, Method, Request, Response, Uri};
-use scout_core::config::UriReporting;
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -200,32 +199,7 @@ impl Settings {
 
 macro_rules! settings_builder {
     () => {
-        /// Overrides the `collect_remote_ip` setting (tag `user_ip`) for this layer.
-        #[must_use]
-        pub fn collect_remote_ip(mut self, collect: bool) -> Self {
-            Arc::make_mut(&mut self.settings.overrides).collect_remote_ip = Some(collect);
-            self
-        }
-        /// Overrides the `uri_reporting` setting (query parameters in the `path` tag).
-        #[must_use]
-        pub fn uri_reporting(mut self, reporting: UriReporting) -> Self {
-            Arc::make_mut(&mut self.settings.overrides).uri_reporting = Some(reporting);
-            self
-        }
-        /// Path prefixes (`/health`) whose requests are not recorded at all. (Paths under
-        /// the `ignore` setting are recorded and tagged `ignore_transaction`, as in Python,
-        /// and the sampler drops them.)
-        #[must_use]
-        pub fn ignore<I, P>(mut self, prefixes: I) -> Self
-        where
-            I: IntoIterator<Item = P>,
-            P: Into<String>,
-        {
-            Arc::make_mut(&mut self.settings.overrides)
-                .ignore
-                .extend(prefixes.into_iter().map(Into::into));
-            self
-        }
+        override_builders!(settings.overrides);
         /// How to find the client's IP in the request extensions when no `X-Forwarded-For`
         /// or `Client-IP` header gives it (default [`default_peer_ip`]).
         #[must_use]

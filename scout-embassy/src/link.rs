@@ -243,17 +243,12 @@ impl<
             } else {
                 // A change check, not a count: the counters only grow (or stay saturated), so
                 // their sum changes whenever one does (short of 2^32 drops between two calls).
-                let d = &st.stats.drops;
-                let total = [
-                    d.no_link,
-                    d.too_large,
-                    d.no_slot,
-                    d.items,
-                    d.names,
-                    d.link_errors,
-                ]
-                .iter()
-                .fold(d.queue_full, |a, &v| a.wrapping_add(v));
+                let total = st
+                    .stats
+                    .drops
+                    .counts()
+                    .iter()
+                    .fold(0u32, |a, &v| a.wrapping_add(v));
                 if sent.drops == Some(total) {
                     st.waker = Some(waker.clone());
                     return Next::Idle;

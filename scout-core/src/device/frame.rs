@@ -237,15 +237,7 @@ impl<'b> FrameWriter<'b> {
     /// [`Up::Drops`], variant 3.
     pub fn drops(&mut self, d: &DeviceDrops) {
         self.u8(3);
-        for v in [
-            d.queue_full,
-            d.no_link,
-            d.too_large,
-            d.no_slot,
-            d.items,
-            d.names,
-            d.link_errors,
-        ] {
+        for v in d.counts() {
             self.varint(v);
         }
     }

@@ -183,8 +183,8 @@ pub struct DeviceDrops {
 }
 
 impl DeviceDrops {
-    /// Sum of all counts.
-    pub fn total(&self) -> u64 {
+    /// The counts in wire order (the order of the fields).
+    pub fn counts(&self) -> [u32; 7] {
         [
             self.queue_full,
             self.no_link,
@@ -194,9 +194,11 @@ impl DeviceDrops {
             self.names,
             self.link_errors,
         ]
-        .iter()
-        .map(|&v| u64::from(v))
-        .sum()
+    }
+
+    /// Sum of all counts.
+    pub fn total(&self) -> u64 {
+        self.counts().iter().map(|&v| u64::from(v)).sum()
     }
 }
 

@@ -94,6 +94,8 @@ mod scan;
 pub mod server;
 mod state;
 mod summary;
+#[cfg(test)]
+mod test_rng;
 mod timestamp;
 
 pub use address::{Address, AddressError};

@@ -1568,28 +1568,7 @@ mod tests {
         assert_eq!(done.spans[0].operation, "Job/x");
     }
 
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-
-        fn chance(&mut self, percent: usize) -> bool {
-            self.below(100) < percent
-        }
-
-        fn pick<'x, T>(&mut self, items: &'x [T]) -> &'x T {
-            &items[self.below(items.len())]
-        }
-    }
+    use super::super::test_rng::Rng;
 
     /// A string for a command: shared between commands (as the scanner hands out one string
     /// for a repeated id within a frame) or a copy of its own, as an escaped string would be.
@@ -1723,7 +1702,7 @@ mod tests {
     /// cycles, more spans than the linear-search limit, and small limits on everything.
     #[test]
     fn same_as_reference_model() {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
         let (mut requests, mut spans) = (0usize, 0usize);
         for round in 0..400 {
             let limits = Limits {

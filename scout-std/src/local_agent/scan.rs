@@ -1145,33 +1145,17 @@ mod tests {
         }
     }
 
-    struct Rng(u64);
+    use super::super::test_rng::Rng;
 
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn pick<'x, T>(&mut self, items: &'x [T]) -> &'x T {
-            &items[self.below(items.len())]
-        }
-
-        fn text(&mut self) -> String {
-            const PIECES: &[&str] = &[
-                "a", "Z", "req-", "span", "/", "\"", "\\", "\n", "\t", "\u{1}", "\u{1f}", "\u{7f}",
-                "é", "日本", "😀", "\u{2028}", "\u{ffff}", " ", "{", "}", "[", "]", ":", ",",
-                "null", "\\u0041", "𝄞",
-            ];
-            let n = self.below(12);
-            (0..n).map(|_| *self.pick(PIECES)).collect()
-        }
+    /// Text made of pieces that stress JSON escaping and UTF-8.
+    fn text(rng: &mut Rng) -> String {
+        const PIECES: &[&str] = &[
+            "a", "Z", "req-", "span", "/", "\"", "\\", "\n", "\t", "\u{1}", "\u{1f}", "\u{7f}",
+            "é", "日本", "😀", "\u{2028}", "\u{ffff}", " ", "{", "}", "[", "]", ":", ",", "null",
+            "\\u0041", "𝄞",
+        ];
+        let n = rng.below(12);
+        (0..n).map(|_| *rng.pick(PIECES)).collect()
     }
 
     /// scout-core's commands, batched as its `Batch` encoder does.
@@ -1256,7 +1240,7 @@ mod tests {
 
     /// A random request's commands, encoded by scout-core, one string per command.
     fn core_commands(rng: &mut Rng) -> Vec<String> {
-        let texts: Vec<String> = (0..8).map(|_| rng.text()).collect();
+        let texts: Vec<String> = (0..8).map(|_| text(rng)).collect();
         let t = |rng: &mut Rng| {
             scout_core::Timestamp::from_secs_micros(
                 rng.next() % 4_000_000_000,
@@ -1541,7 +1525,7 @@ mod tests {
 
     #[test]
     fn python_capture_frames_take_the_fast_path_in_every_layout() {
-        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        let mut rng = Rng::new(0x5eed_1234_abcd_0001);
         let mut fast = 0;
         for msg in python_messages() {
             let base = serde_json::to_string(&msg).unwrap();
@@ -1559,7 +1543,7 @@ mod tests {
 
     #[test]
     fn scout_core_frames_agree_with_serde() {
-        let mut rng = Rng(0x0dd_ba11_cafe_f00d);
+        let mut rng = Rng::new(0x0dd_ba11_cafe_f00d);
         let (mut fast, mut total) = (0usize, 0usize);
         for _ in 0..300 {
             let cmds = core_commands(&mut rng);
@@ -1608,7 +1592,7 @@ mod tests {
     /// fraction and zone form gives what the full parse gives, or the frame goes to serde.
     #[test]
     fn timestamps_with_a_shared_prefix_agree_with_serde() {
-        let mut rng = Rng(0x7157_a3b0_5eed_0042);
+        let mut rng = Rng::new(0x7157_a3b0_5eed_0042);
         // Valid forms first; the last `BAD` of each list are not timestamps.
         const BAD: usize = 3;
         const FRACTIONS: &[&str] = &[
@@ -1673,7 +1657,7 @@ mod tests {
 
     #[test]
     fn random_bytes_and_token_soup_never_disagree() {
-        let mut rng = Rng(0xfeed_face_0bad_c0de);
+        let mut rng = Rng::new(0xfeed_face_0bad_c0de);
         const SOUP: &[&str] = &[
             "{",
             "}",

@@ -138,11 +138,7 @@ fn every_api_form_over_tcp() {
 #[test]
 fn async_requests_interleaved_on_a_multi_thread_runtime() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime(4);
     let agent = rt.block_on(start_agent(Address::parse("tcp://127.0.0.1:0").unwrap()));
     let _guard = scout_std::install_with(config_for(&agent.address().to_string()), opts());
     const N: usize = 64;
@@ -251,11 +247,7 @@ fn sync_requests_on_many_threads_do_not_mix() {
 #[test]
 fn request_scope_joining_panics_and_cancellation() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime(2);
     let agent = rt.block_on(start_agent(Address::parse("tcp://127.0.0.1:0").unwrap()));
     let _guard = scout_std::install_with(config_for(&agent.address().to_string()), opts());
     rt.block_on(async {
@@ -322,11 +314,7 @@ fn request_scope_joining_panics_and_cancellation() {
 #[test]
 fn carried_tasks_and_threads_merge_into_the_parent() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime(2);
     let agent = rt.block_on(start_agent(Address::parse("tcp://127.0.0.1:0").unwrap()));
     let _guard = scout_std::install_with(config_for(&agent.address().to_string()), opts());
     let (late_tx, late_rx) = std::sync::mpsc::channel::<tokio::task::JoinHandle<()>>();

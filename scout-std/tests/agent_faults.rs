@@ -2,6 +2,8 @@
 //! reading, answering garbage, and dead at shutdown. Real sockets, one test at a time (the agent
 //! is global).
 
+mod support;
+
 use scout_core::Config;
 use scout_std::InstallOptions;
 use scout_std::local_agent::{Address, LocalAgent, LocalAgentConfig};
@@ -67,11 +69,7 @@ fn fake_agent(
     behave: fn(usize, usize) -> Action,
 ) -> (Frames, tokio::runtime::Runtime) {
     let frames: Frames = Arc::default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime(1);
     let listener = rt.block_on(async { tokio::net::UnixListener::bind(&path).unwrap() });
     let f = frames.clone();
     rt.spawn(async move {

@@ -9,6 +9,8 @@
 //! sources it is built from (`scripts/firmware.sh` builds it and runs this test). Without
 //! them the test prints SKIPPED and passes, unless `SCOUT_REQUIRE_FIRMWARE` is set.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -141,11 +143,7 @@ fn firmware_under_qemu_reaches_the_core_agent() {
         }
     };
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime(2);
     rt.block_on(async {
         let agent = LocalAgent::start(LocalAgentConfig::new(
             Address::parse("tcp://127.0.0.1:0").unwrap(),

@@ -3,6 +3,8 @@
 //! frames and a device with a wrong token; every request of the good device reaches the local
 //! core agent with the right hierarchy, names, tags and times.
 
+mod support;
+
 #[path = "../../scout-embassy/examples/common/app.rs"]
 mod app;
 use scout_std::gateway;
@@ -44,11 +46,7 @@ fn frame(msg: &Up<'_>) -> Vec<u8> {
 
 #[test]
 fn device_spans_reach_the_core_agent_through_garbage() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime(2);
     let handle = rt.handle().clone();
     rt.block_on(async {
         let agent = LocalAgent::start(LocalAgentConfig::new(

@@ -1,6 +1,8 @@
 //! End to end over a pseudo-terminal: the demo firmware writes to the pty's master side as it
 //! would to a UART, the gateway serves the slave side as a serial device path.
 
+mod support;
+
 #[path = "../../scout-embassy/examples/common/app.rs"]
 mod app;
 use scout_std::gateway;
@@ -40,11 +42,7 @@ fn device_spans_reach_the_core_agent_over_a_pty() {
         .to_string_lossy()
         .into_owned();
     let master = std::fs::File::from(pty.master);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime(2);
     let handle = rt.handle().clone();
     rt.block_on(async {
         let agent = LocalAgent::start(LocalAgentConfig::new(

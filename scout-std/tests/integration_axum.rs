@@ -79,11 +79,7 @@ async fn serve(app: Router) -> SocketAddr {
 #[test]
 fn axum_names_hierarchy_tags_errors_and_concurrency() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime(4);
     rt.block_on(async {
         let (agent, _guard) = start(&[("ignore", "/health")]).await;
         let addr = serve(app()).await;

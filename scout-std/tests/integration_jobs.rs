@@ -21,11 +21,7 @@ fn by_op<'a>(
 #[test]
 fn jobs_on_tasks_and_threads() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime(2);
     rt.block_on(async {
         let (agent, _guard) = start(&[]).await;
         let enqueued = SystemTime::now() - Duration::from_millis(30);

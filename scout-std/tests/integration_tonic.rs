@@ -140,11 +140,7 @@ fn controllers(reqs: &[scout_std::local_agent::FinishedRequest], op: &str) -> us
 #[test]
 fn tonic_server_names_hierarchy_tags_and_grpc_errors() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime(2);
     rt.block_on(async {
         let (agent, _guard) = start(&[]).await;
         let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -15,6 +15,15 @@ use tokio::net::TcpStream;
 /// Tests install the global agent: one at a time per binary.
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
+/// A multi-thread tokio runtime with `workers` worker threads and every driver enabled.
+pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// The app name the tests register with.
 pub const APP: &str = "Integration App";
 /// The key the tests register with.

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use scout_std::gateway::{Gateway, GatewayConfig};
-use scout_std::local_agent::{Address, LocalAgent, LocalAgentConfig};
+use scout_std::local_agent::Address;
 
 /// Transactions the firmware records (`COUNT` in `firmware/src/main.rs`).
 const COUNT: u32 = 10;
@@ -145,11 +145,7 @@ fn firmware_under_qemu_reaches_the_core_agent() {
 
     let rt = support::runtime(2);
     rt.block_on(async {
-        let agent = LocalAgent::start(LocalAgentConfig::new(
-            Address::parse("tcp://127.0.0.1:0").unwrap(),
-        ))
-        .await
-        .unwrap();
+        let agent = support::start_agent(Address::parse("tcp://127.0.0.1:0").unwrap()).await;
         let mut config = GatewayConfig::new("FirmwareApp", "KEY123", &agent.address().to_string());
         config
             .device_tokens

@@ -14,7 +14,7 @@ use std::time::Duration;
 use embassy_executor::Executor;
 use embedded_io_adapters::tokio_1::FromTokio;
 use scout_core::device::{self, Down, Hello, RejectReason, Up};
-use scout_std::local_agent::{Address, LocalAgent, LocalAgentConfig};
+use scout_std::local_agent::Address;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const COUNT: u32 = 15;
@@ -49,11 +49,7 @@ fn device_spans_reach_the_core_agent_through_garbage() {
     let rt = support::runtime(2);
     let handle = rt.handle().clone();
     rt.block_on(async {
-        let agent = LocalAgent::start(LocalAgentConfig::new(
-            Address::parse("tcp://127.0.0.1:0").unwrap(),
-        ))
-        .await
-        .unwrap();
+        let agent = support::start_agent(Address::parse("tcp://127.0.0.1:0").unwrap()).await;
         let mut config =
             gateway::GatewayConfig::new("DeviceApp", "KEY123", &agent.address().to_string());
         config

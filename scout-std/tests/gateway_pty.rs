@@ -12,7 +12,7 @@ use std::time::Duration;
 use embassy_executor::Executor;
 use embedded_io_adapters::tokio_1::FromTokio;
 use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
-use scout_std::local_agent::{Address, LocalAgent, LocalAgentConfig};
+use scout_std::local_agent::Address;
 
 const COUNT: u32 = 8;
 
@@ -45,11 +45,7 @@ fn device_spans_reach_the_core_agent_over_a_pty() {
     let rt = support::runtime(2);
     let handle = rt.handle().clone();
     rt.block_on(async {
-        let agent = LocalAgent::start(LocalAgentConfig::new(
-            Address::parse("tcp://127.0.0.1:0").unwrap(),
-        ))
-        .await
-        .unwrap();
+        let agent = support::start_agent(Address::parse("tcp://127.0.0.1:0").unwrap()).await;
         let mut config =
             gateway::GatewayConfig::new("DeviceApp", "KEY123", &agent.address().to_string());
         config.fleet_token = Some("demo-token".into());

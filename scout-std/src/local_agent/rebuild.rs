@@ -1248,6 +1248,43 @@ fn store(text: &mut String, value: &mut TagValue<'_>, truncated: bool, max_value
     }
 }
 
+/// The value to store for a tag about to be set, and the approximate bytes it adds; `None`
+/// (counted) when it would be a new tag beyond `max_tags` (`count` tags already).
+#[allow(clippy::too_many_arguments)]
+fn admit_tag(
+    text: &mut String,
+    exists: bool,
+    count: usize,
+    tag: &str,
+    value: &mut TagValue<'_>,
+    max_tags: usize,
+    max_value: usize,
+    counters: &mut Counters,
+) -> Option<(Val, usize)> {
+    let (size, truncated) = sized(value, max_value, counters);
+    if !exists && count >= max_tags {
+        counters.dropped_tags += 1;
+        return None;
+    }
+    let n = tag.len() + size.min(max_value) + OVERHEAD;
+    Some((store(text, value, truncated, max_value), n))
+}
+
+/// Puts `val` in place of the value of tag `i` (of the span tags or the request tags),
+/// releasing the text of the old one.
+fn replace_tag_value(b: &mut Buffers, span_tag: bool, i: usize, val: Val) {
+    let list = if span_tag {
+        &mut b.span_tags
+    } else {
+        &mut b.tags
+    };
+    if let Some(t) = list.get_mut(i)
+        && let Val::Str(old) = std::mem::replace(&mut t.val, val)
+    {
+        b.discard(old);
+    }
+}
+
 /// Inserts or replaces a request tag; returns the approximate bytes added.
 fn insert_request_tag(
     b: &mut Buffers,
@@ -1257,20 +1294,22 @@ fn insert_request_tag(
     max_value: usize,
     counters: &mut Counters,
 ) -> usize {
-    let (size, truncated) = sized(value, max_value, counters);
     let found = b.tags.iter().position(|t| eq(txt(&b.text, t.key), tag));
-    if found.is_none() && b.tags.len() >= max_tags {
-        counters.dropped_tags += 1;
+    let count = b.tags.len();
+    let Some((val, n)) = admit_tag(
+        &mut b.text,
+        found.is_some(),
+        count,
+        tag,
+        value,
+        max_tags,
+        max_value,
+        counters,
+    ) else {
         return 0;
-    }
-    let n = tag.len() + size.min(max_value) + OVERHEAD;
-    let val = store(&mut b.text, value, truncated, max_value);
-    match found.and_then(|i| b.tags.get_mut(i)) {
-        Some(t) => {
-            if let Val::Str(old) = std::mem::replace(&mut t.val, val) {
-                b.discard(old);
-            }
-        }
+    };
+    match found {
+        Some(i) => replace_tag_value(b, false, i, val),
         None => {
             let key = push_txt(&mut b.text, tag);
             b.tags.push(Tag {
@@ -1297,7 +1336,6 @@ fn insert_span_tag(
         return 0;
     };
     let (first, count) = (s.first_tag, s.tag_count);
-    let (size, truncated) = sized(value, max_value, counters);
     let mut found = None;
     let mut cur = first;
     while let Some(t) = b.span_tags.get(cur) {
@@ -1307,18 +1345,20 @@ fn insert_span_tag(
         }
         cur = t.next;
     }
-    if found.is_none() && count >= max_tags {
-        counters.dropped_tags += 1;
+    let Some((val, n)) = admit_tag(
+        &mut b.text,
+        found.is_some(),
+        count,
+        tag,
+        value,
+        max_tags,
+        max_value,
+        counters,
+    ) else {
         return 0;
-    }
-    let n = tag.len() + size.min(max_value) + OVERHEAD;
-    let val = store(&mut b.text, value, truncated, max_value);
-    match found.and_then(|i| b.span_tags.get_mut(i)) {
-        Some(t) => {
-            if let Val::Str(old) = std::mem::replace(&mut t.val, val) {
-                b.discard(old);
-            }
-        }
+    };
+    match found {
+        Some(i) => replace_tag_value(b, true, i, val),
         None => {
             let key = push_txt(&mut b.text, tag);
             let i = b.span_tags.len();

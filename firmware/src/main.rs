@@ -57,8 +57,8 @@ async fn main(spawner: Spawner) {
     app::wait_for_link().await;
     app::sensor_loop(COUNT, PERIOD_MS).await;
 
-    // The link writes synchronously, so an empty queue means every frame left the UART.
-    while app::AGENT.queued_bytes() > 0 {
+    // The link writes synchronously, so no pending request means every frame left the UART.
+    while app::AGENT.pending() > 0 {
         Timer::after_millis(1).await;
     }
     exit(all_sent())

@@ -2,18 +2,13 @@
 //! section.
 
 use core::cell::RefCell;
-use core::marker::PhantomData;
 use core::task::Waker;
 
 use critical_section::Mutex;
-use scout_core::device::{Capacity, DeviceDrops, FrameWriter, NO_NAME, NameTable, Recorder};
-use scout_core::{Fixed, SpanFlags, SpanIdx, SpanStart, Value};
+use scout_core::device::{DeviceDrops, NO_NAME, NameTable, Recorder};
+use scout_core::{SpanFlags, Value};
 
 use crate::fmt::{log_debug, log_warn};
-
-/// Default request capacities on a device: 16 spans, 16 tags, 64 bytes of copied strings,
-/// 8 levels (see [`scout_core::device::Capacity`]).
-pub type DeviceStorage = Fixed<16, 16, 64, 8>;
 
 /// What the agent needs to know, built with `const` setters.
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +47,8 @@ impl AgentConfig {
         self.enabled = on;
         self
     }
-    /// Completed spans per request after which new spans are dropped (and counted).
+    /// Completed spans per request after which new spans are dropped (and counted). Sent in
+    /// the hello; the gateway applies it when it replays each request.
     pub const fn span_limit(mut self, limit: u32) -> Self {
         self.span_limit = limit;
         self
@@ -84,7 +80,7 @@ impl Default for AgentConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct AgentStats {
-    /// Requests encoded into the queue.
+    /// Requests finished and ready to send.
     pub queued: u32,
     /// Frames written to a link (the hello and the delimiter before it count as one).
     pub sent: u32,
@@ -96,86 +92,35 @@ pub struct AgentStats {
     pub drops: DeviceDrops,
 }
 
-pub(crate) struct State<S: Capacity, const SLOTS: usize, const NAMES: usize, const QUEUE: usize> {
-    slots: [Recorder<S>; SLOTS],
+pub(crate) struct State<const SLOTS: usize, const NAMES: usize, const BUF: usize> {
+    pub(crate) slots: [Recorder<BUF>; SLOTS],
     pub(crate) names: NameTable<NAMES>,
-    pub(crate) queue: Queue<QUEUE>,
     pub(crate) stats: AgentStats,
-    seq: u32,
+    /// The sequence number of the next finished request.
+    pub(crate) seq: u32,
     pub(crate) link: bool,
     pub(crate) waker: Option<Waker>,
 }
 
-/// The send queue: a ring of whole frames, each ending with its `0x00` delimiter, back to
-/// back. Requests are encoded straight into its free part; the link copies frames out byte by
-/// byte (no `memcpy`/`memmove`).
-pub(crate) struct Queue<const N: usize> {
-    buf: [u8; N],
-    head: usize,
-    len: usize,
-}
-
-impl<const N: usize> Queue<N> {
-    /// A writer of one frame of at most `max` bytes into the free part.
-    fn writer(&mut self, max: usize) -> FrameWriter<'_> {
-        let mut tail = self.head + self.len;
-        if tail >= N {
-            tail -= N;
-        }
-        let room = N.saturating_sub(self.len).min(max);
-        FrameWriter::wrapping(&mut self.buf, tail, room)
-    }
-
-    /// Moves the oldest frame to the start of `out`: its length, or 0 when there is none
-    /// (a frame longer than `out`, which the agent never queues, is discarded).
-    pub(crate) fn pop_frame(&mut self, out: &mut [u8]) -> usize {
-        let (mut i, mut n) = (self.head, 0);
-        while n < self.len {
-            let b = self.buf.get(i).copied().unwrap_or(0);
-            if let Some(o) = out.get_mut(n) {
-                *o = b;
-            }
-            n += 1;
-            i += 1;
-            if i >= N {
-                i = 0;
-            }
-            if b == 0 {
-                self.head = i;
-                self.len -= n;
-                return if n <= out.len() { n } else { 0 };
-            }
-        }
-        0
-    }
-}
-
-/// An agent's mutable state (opaque): `SLOTS` request recorders of capacities `S`, the table
-/// of `NAMES` names, the `QUEUE`-byte send queue and the counters, behind a
-/// `critical-section` mutex.
+/// An agent's mutable state (opaque): `SLOTS` request slots of `BUF` bytes (each records one
+/// transaction, then holds its frame until the link sends it), the table of `NAMES` names and
+/// the counters, behind a `critical-section` mutex.
 ///
 /// Its initial value is all zeros: in a `static` of its own it lives in `.bss` and takes no
 /// flash, whereas inside an [`Agent`] (the default) it shares the agent's `static`, which the
 /// configuration's string references put in `.data` (flash for the initial value, then RAM).
 /// See [`StateRef`] to keep it apart.
-pub struct AgentState<S: Capacity, const SLOTS: usize, const NAMES: usize, const QUEUE: usize> {
-    cell: Mutex<RefCell<State<S, SLOTS, NAMES, QUEUE>>>,
+pub struct AgentState<const SLOTS: usize, const NAMES: usize, const BUF: usize> {
+    cell: Mutex<RefCell<State<SLOTS, NAMES, BUF>>>,
 }
 
-impl<S: Capacity, const SLOTS: usize, const NAMES: usize, const QUEUE: usize>
-    AgentState<S, SLOTS, NAMES, QUEUE>
-{
-    /// A fresh state: idle recorders, no names, an empty queue, zero counters.
+impl<const SLOTS: usize, const NAMES: usize, const BUF: usize> AgentState<SLOTS, NAMES, BUF> {
+    /// A fresh state: idle slots, no names, zero counters.
     pub const fn new() -> Self {
         Self {
             cell: Mutex::new(RefCell::new(State {
                 slots: [const { Recorder::new() }; SLOTS],
                 names: NameTable::new(),
-                queue: Queue {
-                    buf: [0; QUEUE],
-                    head: 0,
-                    len: 0,
-                },
                 stats: AgentStats {
                     queued: 0,
                     sent: 0,
@@ -191,16 +136,16 @@ impl<S: Capacity, const SLOTS: usize, const NAMES: usize, const QUEUE: usize>
     }
 }
 
-impl<S: Capacity, const SLOTS: usize, const NAMES: usize, const QUEUE: usize> Default
-    for AgentState<S, SLOTS, NAMES, QUEUE>
+impl<const SLOTS: usize, const NAMES: usize, const BUF: usize> Default
+    for AgentState<SLOTS, NAMES, BUF>
 {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<S: Capacity, const SLOTS: usize, const NAMES: usize, const QUEUE: usize> core::fmt::Debug
-    for AgentState<S, SLOTS, NAMES, QUEUE>
+impl<const SLOTS: usize, const NAMES: usize, const BUF: usize> core::fmt::Debug
+    for AgentState<SLOTS, NAMES, BUF>
 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("AgentState").finish_non_exhaustive()
@@ -211,14 +156,14 @@ impl<S: Capacity, const SLOTS: usize, const NAMES: usize, const QUEUE: usize> co
 /// trait, and is the default), or in a `static` of its own, through a zero-sized type:
 ///
 /// ```
-/// use scout_embassy::{Agent, AgentConfig, AgentState, DeviceStorage, StateRef};
+/// use scout_embassy::{Agent, AgentConfig, AgentState, StateRef};
 ///
-/// type State = AgentState<DeviceStorage, 2, 32, 512>;
+/// type State = AgentState<4, 32, 128>;
 /// // All zeros: in `.bss`, no flash for its initial value.
 /// static STATE: State = State::new();
 ///
 /// struct Home;
-/// impl StateRef<DeviceStorage, 2, 32, 512> for Home {
+/// impl StateRef<4, 32, 128> for Home {
 ///     const NEW: Self = Home;
 ///     fn state(&self) -> &State {
 ///         &STATE
@@ -226,19 +171,18 @@ impl<S: Capacity, const SLOTS: usize, const NAMES: usize, const QUEUE: usize> co
 /// }
 ///
 /// // Only the configuration is left in the agent's `static` (read-only data).
-/// static AGENT: Agent<DeviceStorage, 2, 32, 512, 256, Home> =
-///     Agent::new(AgentConfig::new().device_id("sensor-17"));
+/// static AGENT: Agent<4, 32, 128, Home> = Agent::new(AgentConfig::new().device_id("sensor-17"));
 /// # let _ = &AGENT;
 /// ```
-pub trait StateRef<S: Capacity, const SLOTS: usize, const NAMES: usize, const QUEUE: usize> {
+pub trait StateRef<const SLOTS: usize, const NAMES: usize, const BUF: usize> {
     /// The value [`Agent::new`] stores.
     const NEW: Self;
     /// The state.
-    fn state(&self) -> &AgentState<S, SLOTS, NAMES, QUEUE>;
+    fn state(&self) -> &AgentState<SLOTS, NAMES, BUF>;
 }
 
-impl<S: Capacity, const SLOTS: usize, const NAMES: usize, const QUEUE: usize>
-    StateRef<S, SLOTS, NAMES, QUEUE> for AgentState<S, SLOTS, NAMES, QUEUE>
+impl<const SLOTS: usize, const NAMES: usize, const BUF: usize> StateRef<SLOTS, NAMES, BUF>
+    for AgentState<SLOTS, NAMES, BUF>
 {
     const NEW: Self = Self::new();
     fn state(&self) -> &Self {
@@ -246,45 +190,38 @@ impl<S: Capacity, const SLOTS: usize, const NAMES: usize, const QUEUE: usize>
     }
 }
 
-/// The agent: `SLOTS` concurrent transactions recorded with capacities `S` (a
-/// [`Fixed`]`<SPANS, TAGS, ARENA, DEPTH>`), `NAMES` interned names, a `QUEUE`-byte send queue,
-/// and finished requests of at most `FRAME` encoded bytes; its mutable state is in `H` (see
-/// [`StateRef`]; by default inside the agent).
+/// The agent: `SLOTS` request slots of `BUF` bytes, `NAMES` interned names; its mutable state
+/// is in `H` (see [`StateRef`]; by default inside the agent).
+///
+/// A transaction takes an idle slot and appends its events there as they happen (see
+/// [`scout_core::device::Recorder`]: 5 to 7 bytes per span, usually); a finished one waits in
+/// its slot until the link task ([`Agent::run_link`]) copies it out as a frame, so the slots
+/// are also the send queue. A transaction that finds no idle slot records nothing and is
+/// counted (`queue_full` when finished requests are waiting for the link, `no_slot` when all
+/// slots are recording).
 ///
 /// Put it in a `static` ([`Agent::new`] is `const`); every method takes `&self` and is usable
 /// from any task or interrupt handler. State lives behind a `critical-section` mutex; each call
-/// holds it briefly (finishing a transaction encodes it into the queue inside the critical
-/// section: about a microsecond per span on a Cortex-M).
+/// holds it for one append of a few bytes.
 ///
-/// RAM: the queue, the name table (`NAMES` string references), and `SLOTS` recorders of
-/// `size_of::<Recorder<S>>()` each (12 bytes per span, 16 per tag on 32-bit targets, the
-/// arena, 2 bytes per level, about 50 bytes more: about 560 bytes for [`DeviceStorage`]); the
-/// link task ([`Agent::run_link`]) adds one `FRAME`-byte buffer, which also carries the hello
+/// RAM: `SLOTS` × (`BUF` + about 48 bytes), the name table (`NAMES` string references), about
+/// 60 bytes of counters; the link task adds one `BUF`-byte buffer, which also carries the hello
 /// and each name definition (a name that does not fit stays undefined on the wire). The
-/// defaults suit a host or a roomy MCU; the demo firmware in `firmware/` runs with
-/// `Agent<Fixed<4, 2, 0, 3>, 1, 8, 128, 64, _>`, its state in a `static` of its own (see
-/// `docs/device-protocol.md`, "Firmware").
+/// defaults (4 slots of 128 bytes, 32 names: about 1.3 KB with the link) suit a host or a
+/// roomy MCU; the demo firmware in `firmware/` runs with `Agent<2, 8, 64, _>`, its state in a
+/// `static` of its own (see `docs/device-protocol.md`, "Firmware").
 pub struct Agent<
-    S: Capacity = DeviceStorage,
-    const SLOTS: usize = 2,
+    const SLOTS: usize = 4,
     const NAMES: usize = 32,
-    const QUEUE: usize = 512,
-    const FRAME: usize = 256,
-    H: StateRef<S, SLOTS, NAMES, QUEUE> = AgentState<S, SLOTS, NAMES, QUEUE>,
+    const BUF: usize = 128,
+    H: StateRef<SLOTS, NAMES, BUF> = AgentState<SLOTS, NAMES, BUF>,
 > {
     pub(crate) config: AgentConfig,
     home: H,
-    _capacity: PhantomData<fn() -> S>,
 }
 
-impl<
-    S: Capacity,
-    const SLOTS: usize,
-    const NAMES: usize,
-    const QUEUE: usize,
-    const FRAME: usize,
-    H: StateRef<S, SLOTS, NAMES, QUEUE>,
-> core::fmt::Debug for Agent<S, SLOTS, NAMES, QUEUE, FRAME, H>
+impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS, NAMES, BUF>>
+    core::fmt::Debug for Agent<SLOTS, NAMES, BUF, H>
 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Agent")
@@ -316,31 +253,24 @@ pub(crate) fn bump(c: &mut u32, n: u32) {
 
 /// One recording call on a transaction's slot.
 enum Op<'v> {
-    /// Take a free slot and start the root span.
+    /// Take an idle slot and start the root span.
     Begin(&'static str),
     Start(&'static str, SpanFlags),
     Stop,
-    /// Tag the innermost span (`true`) or the request.
+    /// Tag the request (`true`) or the innermost span.
     Tag(bool, &'static str, Value<'v>),
-    /// Finish and queue the request, and free the slot.
+    /// Finish the request (ready for the link).
     Finish,
 }
 
-impl<
-    S: Capacity,
-    const SLOTS: usize,
-    const NAMES: usize,
-    const QUEUE: usize,
-    const FRAME: usize,
-    H: StateRef<S, SLOTS, NAMES, QUEUE>,
-> Agent<S, SLOTS, NAMES, QUEUE, FRAME, H>
+impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS, NAMES, BUF>>
+    Agent<SLOTS, NAMES, BUF, H>
 {
     /// A new agent (usable in a `static`).
     pub const fn new(config: AgentConfig) -> Self {
         Self {
             config,
             home: H::NEW,
-            _capacity: PhantomData,
         }
     }
 
@@ -351,10 +281,7 @@ impl<
 
     /// Runs `f` on the state inside a critical section (`None` on re-entry, which never
     /// happens through this crate's API).
-    pub(crate) fn with<R>(
-        &self,
-        f: impl FnOnce(&mut State<S, SLOTS, NAMES, QUEUE>) -> R,
-    ) -> Option<R> {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut State<SLOTS, NAMES, BUF>) -> R) -> Option<R> {
         critical_section::with(|cs| {
             let mut st = self.home.state().cell.borrow(cs).try_borrow_mut().ok()?;
             Some(f(&mut st))
@@ -386,40 +313,34 @@ impl<
         .unwrap_or_default()
     }
 
-    /// Bytes waiting in the send queue.
-    pub fn queued_bytes(&self) -> usize {
-        self.with(|st| st.queue.len).unwrap_or(0)
+    /// Finished requests waiting for the link.
+    pub fn pending(&self) -> usize {
+        self.with(|st| st.slots.iter().filter(|r| r.is_done()).count())
+            .unwrap_or(0)
     }
 
-    /// Starts a transaction whose root span is `operation` (e.g. `Job/read_sensor`). When
-    /// every slot is busy or the agent is disabled, the transaction records nothing (counted
-    /// as `no_slot` when busy).
-    pub fn transaction(
-        &self,
-        operation: &'static str,
-    ) -> Transaction<'_, S, SLOTS, NAMES, QUEUE, FRAME, H> {
+    /// Starts a transaction whose root span is `operation` (e.g. `Job/read_sensor`). When no
+    /// slot is idle or the agent is disabled, the transaction records nothing (counted when
+    /// no slot is idle).
+    pub fn transaction(&self, operation: &'static str) -> Transaction<'_, SLOTS, NAMES, BUF, H> {
         let slot = match self.config.enabled {
-            true => match self.apply(None, Op::Begin(operation)) {
-                Some(SpanStart::Recorded(i)) => Some(usize::from(i.0)),
-                _ => None,
-            },
+            true => self.apply(None, Op::Begin(operation)),
             false => None,
         };
         Transaction { agent: self, slot }
     }
 
-    /// Applies one call to the recorder in `slot` (for [`Op::Begin`], a free one), all in
-    /// one critical section. Returns what `Start` did, or the slot `Begin` took (as
-    /// `Recorded`).
+    /// Applies one call to the recorder in `slot` (for [`Op::Begin`], an idle one), all in
+    /// one critical section. Returns the slot `Begin` took, or whether `Start` recorded its
+    /// span (as slot 0).
     #[inline(never)]
-    fn apply(&self, slot: Option<usize>, op: Op<'_>) -> Option<SpanStart> {
+    fn apply(&self, slot: Option<usize>, op: Op<'_>) -> Option<usize> {
         let t = now();
         let out = self
             .with(|st| {
                 let State {
                     slots,
                     names,
-                    queue,
                     stats,
                     seq,
                     link,
@@ -428,8 +349,12 @@ impl<
                 let i = match (slot, &op) {
                     (Some(i), _) => i,
                     (None, Op::Begin(_)) => {
-                        let Some(i) = slots.iter().position(|r| !r.is_busy()) else {
-                            bump(&mut stats.drops.no_slot, 1);
+                        let Some(i) = slots.iter().position(Recorder::is_idle) else {
+                            let d = &mut stats.drops;
+                            match slots.iter().any(Recorder::is_done) {
+                                true => bump(&mut d.queue_full, 1),
+                                false => bump(&mut d.no_slot, 1),
+                            }
                             return None;
                         };
                         i
@@ -448,43 +373,24 @@ impl<
                 };
                 match op {
                     Op::Begin(_) => {
-                        rec.begin(t, self.config.span_limit);
-                        rec.start_span(name, SpanFlags::NO_BACKTRACE, t);
-                        return Some(SpanStart::Recorded(SpanIdx(i as u16)));
+                        rec.begin(name, t);
+                        return Some(i);
                     }
-                    Op::Start(_, flags) => return Some(rec.start_span(name, flags, t)),
-                    // Never the root: that is `Finish`.
-                    Op::Stop if rec.open_spans() > 1 => {
-                        rec.stop_span(t);
-                    }
-                    Op::Stop => {}
-                    Op::Tag(true, _, value) => {
-                        let _ = rec.tag_span(name, value);
-                    }
-                    Op::Tag(false, _, value) => {
-                        let _ = rec.tag_request(name, value);
-                    }
+                    Op::Start(_, flags) => return rec.start_span(name, flags, t).then_some(0),
+                    Op::Stop => rec.stop_span(t),
+                    Op::Tag(request, _, value) => rec.tag(request, name, value),
                     Op::Finish => {
-                        rec.finish(t);
                         bump(&mut stats.drops.items, rec.dropped());
-                        if *link {
-                            let mut w = queue.writer(FRAME);
-                            rec.encode(*seq, &mut w);
-                            let needed = w.len();
-                            match w.finish() {
-                                Ok(n) => {
-                                    queue.len += n;
-                                    *seq = seq.wrapping_add(1);
-                                    bump(&mut stats.queued, 1);
-                                }
-                                Err(_) if needed > FRAME => bump(&mut stats.drops.too_large, 1),
-                                Err(_) => bump(&mut stats.drops.queue_full, 1),
-                            }
-                        } else {
+                        if !*link {
                             log_debug!("scout: no link, request dropped");
                             bump(&mut stats.drops.no_link, 1);
+                            rec.reset();
+                        } else if rec.finish(t, *seq) {
+                            *seq = seq.wrapping_add(1);
+                            bump(&mut stats.queued, 1);
+                        } else {
+                            bump(&mut stats.drops.too_large, 1);
                         }
-                        rec.reset();
                         // The link sends the frame, or the changed drop counters.
                         if let Some(wk) = waker.take() {
                             wk.wake();
@@ -495,7 +401,7 @@ impl<
             })
             .flatten();
         if slot.is_none() && out.is_none() {
-            log_warn!("scout: no free request slot");
+            log_warn!("scout: no idle request slot");
         }
         out
     }
@@ -507,25 +413,17 @@ impl<
 /// All methods do nothing when the transaction got no slot.
 pub struct Transaction<
     'a,
-    S: Capacity = DeviceStorage,
-    const SLOTS: usize = 2,
+    const SLOTS: usize = 4,
     const NAMES: usize = 32,
-    const QUEUE: usize = 512,
-    const FRAME: usize = 256,
-    H: StateRef<S, SLOTS, NAMES, QUEUE> = AgentState<S, SLOTS, NAMES, QUEUE>,
+    const BUF: usize = 128,
+    H: StateRef<SLOTS, NAMES, BUF> = AgentState<SLOTS, NAMES, BUF>,
 > {
-    agent: &'a Agent<S, SLOTS, NAMES, QUEUE, FRAME, H>,
+    agent: &'a Agent<SLOTS, NAMES, BUF, H>,
     slot: Option<usize>,
 }
 
-impl<
-    S: Capacity,
-    const SLOTS: usize,
-    const NAMES: usize,
-    const QUEUE: usize,
-    const FRAME: usize,
-    H: StateRef<S, SLOTS, NAMES, QUEUE>,
-> core::fmt::Debug for Transaction<'_, S, SLOTS, NAMES, QUEUE, FRAME, H>
+impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS, NAMES, BUF>>
+    core::fmt::Debug for Transaction<'_, SLOTS, NAMES, BUF, H>
 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Transaction")
@@ -534,26 +432,22 @@ impl<
     }
 }
 
-impl<
-    'a,
-    S: Capacity,
-    const SLOTS: usize,
-    const NAMES: usize,
-    const QUEUE: usize,
-    const FRAME: usize,
-    H: StateRef<S, SLOTS, NAMES, QUEUE>,
-> Transaction<'a, S, SLOTS, NAMES, QUEUE, FRAME, H>
+impl<'a, const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS, NAMES, BUF>>
+    Transaction<'a, SLOTS, NAMES, BUF, H>
 {
     /// True if this transaction is being recorded.
     pub fn is_recording(&self) -> bool {
         self.slot.is_some()
     }
 
-    /// Opens a span under the innermost open span, as [`scout_core::Request::start_span`]
-    /// (`flags`: [`SpanFlags::IGNORE`], [`SpanFlags::IGNORE_CHILDREN`]). `None` when the
-    /// transaction is not recorded.
-    pub fn start_span(&self, operation: &'static str, flags: SpanFlags) -> Option<SpanStart> {
-        self.agent.apply(self.slot, Op::Start(operation, flags))
+    /// Opens a span under the innermost open span (`flags`: [`SpanFlags::IGNORE`],
+    /// [`SpanFlags::IGNORE_CHILDREN`], applied by the gateway as
+    /// [`scout_core::Request::start_span`] does). False when the span was not recorded (no
+    /// room left in the slot, or the transaction is not recorded).
+    pub fn start_span(&self, operation: &'static str, flags: SpanFlags) -> bool {
+        self.agent
+            .apply(self.slot, Op::Start(operation, flags))
+            .is_some()
     }
 
     /// Stops the innermost open span (never the root: use [`Transaction::finish`]).
@@ -562,7 +456,7 @@ impl<
     }
 
     /// Opens a span that stops when the returned guard is dropped.
-    pub fn span(&self, operation: &'static str) -> Span<'_, 'a, S, SLOTS, NAMES, QUEUE, FRAME, H> {
+    pub fn span(&self, operation: &'static str) -> Span<'_, 'a, SLOTS, NAMES, BUF, H> {
         self.agent
             .apply(self.slot, Op::Start(operation, SpanFlags::NONE));
         Span { tx: self }
@@ -570,27 +464,21 @@ impl<
 
     /// Tags the innermost open span. A key already on the span takes the new value.
     pub fn tag_span(&self, key: &'static str, value: Value<'_>) {
-        self.agent.apply(self.slot, Op::Tag(true, key, value));
+        self.agent.apply(self.slot, Op::Tag(false, key, value));
     }
 
     /// Tags the request. A key already on the request takes the new value.
     pub fn tag_request(&self, key: &'static str, value: Value<'_>) {
-        self.agent.apply(self.slot, Op::Tag(false, key, value));
+        self.agent.apply(self.slot, Op::Tag(true, key, value));
     }
 
-    /// Stops every open span and queues the request for the link (what dropping the
+    /// Stops every open span and leaves the request to the link (what dropping the
     /// transaction does).
     pub fn finish(self) {}
 }
 
-impl<
-    S: Capacity,
-    const SLOTS: usize,
-    const NAMES: usize,
-    const QUEUE: usize,
-    const FRAME: usize,
-    H: StateRef<S, SLOTS, NAMES, QUEUE>,
-> Drop for Transaction<'_, S, SLOTS, NAMES, QUEUE, FRAME, H>
+impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS, NAMES, BUF>> Drop
+    for Transaction<'_, SLOTS, NAMES, BUF, H>
 {
     fn drop(&mut self) {
         if self.slot.is_some() {
@@ -603,38 +491,24 @@ impl<
 pub struct Span<
     't,
     'a,
-    S: Capacity = DeviceStorage,
-    const SLOTS: usize = 2,
+    const SLOTS: usize = 4,
     const NAMES: usize = 32,
-    const QUEUE: usize = 512,
-    const FRAME: usize = 256,
-    H: StateRef<S, SLOTS, NAMES, QUEUE> = AgentState<S, SLOTS, NAMES, QUEUE>,
+    const BUF: usize = 128,
+    H: StateRef<SLOTS, NAMES, BUF> = AgentState<SLOTS, NAMES, BUF>,
 > {
-    tx: &'t Transaction<'a, S, SLOTS, NAMES, QUEUE, FRAME, H>,
+    tx: &'t Transaction<'a, SLOTS, NAMES, BUF, H>,
 }
 
-impl<
-    S: Capacity,
-    const SLOTS: usize,
-    const NAMES: usize,
-    const QUEUE: usize,
-    const FRAME: usize,
-    H: StateRef<S, SLOTS, NAMES, QUEUE>,
-> core::fmt::Debug for Span<'_, '_, S, SLOTS, NAMES, QUEUE, FRAME, H>
+impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS, NAMES, BUF>>
+    core::fmt::Debug for Span<'_, '_, SLOTS, NAMES, BUF, H>
 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Span").finish_non_exhaustive()
     }
 }
 
-impl<
-    S: Capacity,
-    const SLOTS: usize,
-    const NAMES: usize,
-    const QUEUE: usize,
-    const FRAME: usize,
-    H: StateRef<S, SLOTS, NAMES, QUEUE>,
-> Drop for Span<'_, '_, S, SLOTS, NAMES, QUEUE, FRAME, H>
+impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS, NAMES, BUF>> Drop
+    for Span<'_, '_, SLOTS, NAMES, BUF, H>
 {
     fn drop(&mut self) {
         self.tx.stop_span();

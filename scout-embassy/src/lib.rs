@@ -49,7 +49,5 @@ mod fmt;
 mod agent;
 mod link;
 
-pub use agent::{
-    Agent, AgentConfig, AgentState, AgentStats, DeviceStorage, Span, StateRef, Transaction,
-};
+pub use agent::{Agent, AgentConfig, AgentState, AgentStats, Span, StateRef, Transaction};
 pub use link::LinkEnd;

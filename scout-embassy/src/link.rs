@@ -6,7 +6,7 @@ use core::task::{Poll, Waker};
 
 use embedded_io_async::{Read, Write};
 use scout_core::device::{
-    self, Capacity, Down, DownReader, FrameWriter, Hello, NameDef, PROTOCOL_VERSION, TimeSyncReply,
+    self, Down, DownReader, FrameWriter, Hello, NameDef, PROTOCOL_VERSION, TimeSyncReply,
 };
 
 use crate::agent::{Agent, StateRef, bump, now};
@@ -62,8 +62,8 @@ struct Sent {
 
 /// The writer's next step.
 enum Next {
-    /// Write this many bytes from the start of the buffer; `true` for a frame taken from the
-    /// queue (lost if the write fails).
+    /// Write this many bytes from the start of the buffer; `true` for a request taken from
+    /// its slot (lost if the write fails).
     Write(usize, bool),
     /// A message did not fit the buffer and was skipped: look again.
     Skip,
@@ -75,14 +75,8 @@ enum Next {
     End(LinkEnd),
 }
 
-impl<
-    S: Capacity,
-    const SLOTS: usize,
-    const NAMES: usize,
-    const QUEUE: usize,
-    const FRAME: usize,
-    H: StateRef<S, SLOTS, NAMES, QUEUE>,
-> Agent<S, SLOTS, NAMES, QUEUE, FRAME, H>
+impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS, NAMES, BUF>>
+    Agent<SLOTS, NAMES, BUF, H>
 {
     /// Attaches a link and forwards until it fails: writes the hello and every name
     /// definition, then each finished request (with the definitions of names new since),
@@ -97,7 +91,7 @@ impl<
         // One buffer for every message, and one write per step: the messages are chosen and
         // encoded by `next` and the gateway's bytes parsed by `received` (neither async), so
         // this future stays small. The link is attached by the first `next`, with the hello.
-        let mut buf = [0u8; FRAME];
+        let mut buf = [0u8; BUF];
         let mut sent = Sent {
             hello: false,
             names: 0,
@@ -188,11 +182,12 @@ impl<
 
     /// Chooses and encodes the next message into `buf`: first the hello (after a lone
     /// delimiter, which ends any partial frame the gateway holds from an earlier link), then a
-    /// time-sync reply, the next name not yet defined on this link, the oldest queued frame,
-    /// and the drop counters when they changed. Names come before the frames that may use
-    /// them: both are decided in the same critical section, and names are append-only. A name
-    /// too long for `buf` stays undefined (the gateway shows `Device/unnamed`). With nothing to
-    /// send, `waker` is woken when a transaction finishes.
+    /// time-sync reply, the next name not yet defined on this link, the oldest finished
+    /// request (its slot is then idle again), and the drop counters when they changed. Names
+    /// come before the frames that may use them: both are decided in the same critical
+    /// section, and names are append-only. A name too long for `buf` stays undefined (the
+    /// gateway shows `Device/unnamed`). With nothing to send, `waker` is woken when a
+    /// transaction finishes.
     #[inline(never)]
     fn next(&self, buf: &mut [u8], sent: &mut Sent, waker: &Waker) -> Next {
         let wrote = core::mem::take(&mut sent.wrote);
@@ -204,19 +199,30 @@ impl<
             let hello = !sent.hello;
             let reply = if hello { None } else { sent.sync.take() };
             let name = st.names.len() > sent.names;
-            if !hello && reply.is_none() && !name {
-                let n = st.queue.pop_frame(buf);
-                if n > 0 {
-                    return Next::Write(n, true);
-                }
-            }
             // The hello goes after a lone delimiter.
             let lead = usize::from(hello);
             if let Some(b) = buf.first_mut() {
                 *b = 0;
             }
-            let room = buf.len().saturating_sub(lead);
-            let mut w = FrameWriter::wrapping(buf, lead, room);
+            let mut w = FrameWriter::new(buf.get_mut(lead..).unwrap_or(&mut []));
+            if !hello && reply.is_none() && !name {
+                // The oldest finished request: the furthest behind the next number.
+                let next = st.seq;
+                let oldest = st
+                    .slots
+                    .iter_mut()
+                    .filter(|r| r.is_done())
+                    .max_by_key(|r| next.wrapping_sub(r.seq()));
+                if let Some(rec) = oldest {
+                    rec.write_frame(&mut w);
+                    rec.reset();
+                    // Fits: a slot's frame fits `BUF` bytes.
+                    return match w.finish() {
+                        Ok(n) => Next::Write(n, true),
+                        Err(_) => Next::Skip,
+                    };
+                }
+            }
             if hello {
                 log_debug!("scout: link attached");
                 st.link = true;
@@ -229,6 +235,7 @@ impl<
                     token: self.config.token,
                     tick_hz: device::MICROS_HZ,
                     uptime: now(),
+                    span_limit: self.config.span_limit,
                 });
             } else if let Some(r) = reply {
                 w.time_sync(&r);

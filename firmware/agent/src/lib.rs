@@ -4,7 +4,7 @@
 //! unchanged. That code names `scout_embassy::Agent` with the default sizes, which suit a host
 //! or a roomy MCU. The firmware depends on this crate under the name `scout-embassy` instead,
 //! so `Agent` here is the real agent with sizes fitted to the demo's transactions (4 spans,
-//! 2 tags, 6 names) and its state in a zero-initialised `static` of its own, and with the
+//! 2 tags, 6 names: two 64-byte slots) and its state in a zero-initialised `static` of its own, and with the
 //! `no-agent` feature a set of no-op stubs with the same API, which measures what the agent
 //! costs.
 #![no_std]
@@ -19,13 +19,9 @@ mod real {
     pub use scout_embassy::{AgentConfig, AgentStats, LinkEnd, Transaction};
     use scout_embassy::{AgentState, StateRef};
 
-    /// Request capacities: 4 spans, 2 tags, no copied strings (every name and value is
-    /// `'static` or a number), 3 levels of nesting.
-    pub type Storage = scout_core::Fixed<4, 2, 0, 3>;
-
-    /// One transaction at a time, 8 names, a 128-byte send queue (two or three finished
-    /// requests).
-    type State = AgentState<Storage, 1, 8, 128>;
+    /// Two request slots of 64 bytes (a demo request takes about 45 bytes framed: one
+    /// recording while one waits for the UART), 8 names.
+    type State = AgentState<2, 8, 64>;
 
     /// The agent's state, in a `static` of its own: all zeros, so in `.bss` (no flash for its
     /// initial value), while the app's `AGENT` keeps only the configuration.
@@ -35,15 +31,15 @@ mod real {
     #[derive(Debug)]
     pub struct Home;
 
-    impl StateRef<Storage, 1, 8, 128> for Home {
+    impl StateRef<2, 8, 64> for Home {
         const NEW: Self = Home;
         fn state(&self) -> &State {
             &STATE
         }
     }
 
-    /// The agent, with frames of at most 64 bytes.
-    pub type Agent = scout_embassy::Agent<Storage, 1, 8, 128, 64, Home>;
+    /// The agent.
+    pub type Agent = scout_embassy::Agent<2, 8, 64, Home>;
 }
 
 #[cfg(feature = "no-agent")]
@@ -93,8 +89,8 @@ mod stub {
         pub fn stats(&self) -> AgentStats {
             AgentStats { links: 1 }
         }
-        /// Nothing is ever queued.
-        pub fn queued_bytes(&self) -> usize {
+        /// Nothing is ever pending.
+        pub fn pending(&self) -> usize {
             0
         }
         /// A transaction that records nothing.

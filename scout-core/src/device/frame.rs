@@ -7,8 +7,7 @@
 
 use super::codec::{DecodeError, EncodeError};
 use super::wire::{
-    DeviceDrops, Down, Hello, NameDef, RejectReason, TimeSyncReply, Up, WireRequest, WireSpan,
-    WireTag, WireValue,
+    DeviceDrops, Down, Event, Hello, Journal, NameDef, RejectReason, TimeSyncReply, Up, WireValue,
 };
 
 /// Writes one frame: postcard's encoding of the values written (varint integers, zigzag for
@@ -33,10 +32,6 @@ use super::wire::{
 #[derive(Debug)]
 pub struct FrameWriter<'b> {
     buf: &'b mut [u8],
-    /// Where the frame starts in `buf`.
-    start: usize,
-    /// Most bytes the frame may take.
-    limit: usize,
     /// Offset of the current COBS block's code byte.
     code: usize,
     /// Offset of the next data byte.
@@ -46,32 +41,16 @@ pub struct FrameWriter<'b> {
 impl<'b> FrameWriter<'b> {
     /// A writer of one frame at the start of `buf`.
     pub fn new(buf: &'b mut [u8]) -> Self {
-        let limit = buf.len();
-        Self::wrapping(buf, 0, limit)
-    }
-
-    /// A writer of one frame into the ring buffer `buf`: the frame starts at index `start` and
-    /// continues at index 0 past the end, taking at most `limit` bytes (at most `buf.len()`).
-    pub fn wrapping(buf: &'b mut [u8], start: usize, limit: usize) -> Self {
-        let limit = limit.min(buf.len());
         Self {
             buf,
-            start,
-            limit,
             code: 0,
             pos: 1,
         }
     }
 
     fn put(&mut self, at: usize, b: u8) {
-        if at < self.limit {
-            let mut i = self.start.wrapping_add(at);
-            if i >= self.buf.len() {
-                i = i.wrapping_sub(self.buf.len());
-            }
-            if let Some(slot) = self.buf.get_mut(i) {
-                *slot = b;
-            }
+        if let Some(slot) = self.buf.get_mut(at) {
+            *slot = b;
         }
     }
 
@@ -147,7 +126,7 @@ impl<'b> FrameWriter<'b> {
         let end = self.pos;
         self.close();
         self.put(end, 0);
-        if end < self.limit {
+        if end < self.buf.len() {
             Ok(end + 1)
         } else {
             Err(EncodeError)
@@ -163,6 +142,7 @@ impl<'b> FrameWriter<'b> {
         self.text(h.token.as_bytes());
         self.varint(h.tick_hz);
         self.varint64(h.uptime);
+        self.varint(h.span_limit);
     }
 
     /// [`Up::Name`], variant 1.
@@ -172,43 +152,49 @@ impl<'b> FrameWriter<'b> {
         self.text(d.name.as_bytes());
     }
 
-    /// The header of [`Up::Request`] (variant 2): sequence number, start and duration. The
-    /// rest follows: the span count and each [`FrameWriter::span`], the tag count and each
-    /// [`FrameWriter::tag`], then the `dropped` count as a varint.
-    pub fn request_header(&mut self, seq: u32, start: u64, duration: u32) {
+    /// The header of [`Up::Request`] (variant 2): sequence number and start. The events
+    /// follow, as [`FrameWriter::event`]s or their bytes.
+    pub fn request_header(&mut self, seq: u32, start: u64) {
         self.u8(2);
         self.varint(seq);
         self.varint64(start);
-        self.varint(duration);
     }
 
-    /// [`Up::Request`], variant 2.
-    pub fn request(&mut self, r: &WireRequest<'_>) {
-        self.request_header(r.seq, r.start, r.duration);
-        self.varint64(r.spans.len() as u64);
-        for s in &r.spans {
-            self.span(s);
+    /// [`Up::Request`], variant 2: the header and the journal's events.
+    pub fn request(&mut self, j: &Journal<'_>) {
+        self.request_header(j.seq, j.start);
+        self.bytes(j.events);
+    }
+
+    /// One event of a request.
+    pub fn event(&mut self, e: &Event<'_>) {
+        match *e {
+            Event::Stop { delta } => {
+                self.u8(0);
+                self.varint(delta);
+            }
+            Event::Start { name, delta } => {
+                self.u8(1);
+                self.varint(u32::from(name));
+                self.varint(delta);
+            }
+            Event::StartWith { name, flags, delta } => {
+                self.u8(2);
+                self.varint(u32::from(name));
+                self.u8(flags);
+                self.varint(delta);
+            }
+            Event::SpanTag { key, value } | Event::RequestTag { key, value } => {
+                self.u8(if matches!(e, Event::SpanTag { .. }) { 3 } else { 4 });
+                self.varint(u32::from(key));
+                self.value(&value);
+            }
+            Event::End { delta, dropped } => {
+                self.u8(5);
+                self.varint(delta);
+                self.varint(dropped);
+            }
         }
-        self.varint64(r.tags.len() as u64);
-        for t in &r.tags {
-            self.tag(t);
-        }
-        self.varint(r.dropped);
-    }
-
-    /// One span of a request.
-    pub fn span(&mut self, s: &WireSpan) {
-        self.u8(s.parent);
-        self.varint(u32::from(s.name));
-        self.varint(s.start);
-        self.varint(s.duration);
-    }
-
-    /// One tag of a request.
-    pub fn tag(&mut self, t: &WireTag<'_>) {
-        self.u8(t.target);
-        self.varint(u32::from(t.key));
-        self.value(&t.value);
     }
 
     /// A tag value.
@@ -322,47 +308,224 @@ fn cobs_decode(frame: &mut [u8]) -> Option<usize> {
     Some(dst)
 }
 
-/// A `u32` varint at the start of `p`, as postcard reads it (at most 5 bytes, the last one
-/// below 0x10), and the rest.
-fn varint_u32(p: &[u8]) -> Option<(u32, &[u8])> {
-    let mut out = 0u32;
-    for (i, &b) in p.iter().enumerate().take(5) {
-        out |= u32::from(b & 0x7F) << (7 * i);
-        if b & 0x80 == 0 {
-            return (i < 4 || b <= 0x0F).then_some((out, p.get(i + 1..)?));
+/// Reads postcard's primitives from a decoded payload, by hand, with postcard's rules.
+#[derive(Debug, Clone)]
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.rest.split_first()?;
+        self.rest = rest;
+        Some(b)
+    }
+
+    /// A varint of at most `max` bytes whose last byte is at most `last` when it is the
+    /// `max`th (postcard's bound on the type's bits).
+    fn varint(&mut self, max: usize, last: u8) -> Option<u64> {
+        let mut out = 0u64;
+        for i in 0..max {
+            let b = self.byte()?;
+            out |= u64::from(b & 0x7F) << (7 * i);
+            if b & 0x80 == 0 {
+                return (i + 1 < max || b <= last).then_some(out);
+            }
+        }
+        None
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.varint(3, 0x03).map(|v| v as u16)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.varint(5, 0x0F).map(|v| v as u32)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.varint(10, 0x01)
+    }
+
+    fn text(&mut self) -> Option<&'a str> {
+        let n = usize::try_from(self.u64()?).ok()?;
+        if n > self.rest.len() {
+            return None;
+        }
+        let (s, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        core::str::from_utf8(s).ok()
+    }
+
+    fn value(&mut self) -> Option<WireValue<'a>> {
+        Some(match self.u32()? {
+            0 => WireValue::Null,
+            1 => WireValue::Bool(match self.byte()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            }),
+            2 => {
+                let z = self.u64()?;
+                WireValue::Int(((z >> 1) as i64) ^ -((z & 1) as i64))
+            }
+            3 => {
+                let mut b = [0u8; 8];
+                for x in &mut b {
+                    *x = self.byte()?;
+                }
+                WireValue::Float(f64::from_le_bytes(b))
+            }
+            4 => WireValue::Str(self.text()?),
+            _ => return None,
+        })
+    }
+
+    fn event(&mut self) -> Option<Event<'a>> {
+        Some(match self.u32()? {
+            0 => Event::Stop { delta: self.u32()? },
+            1 => Event::Start {
+                name: self.u16()?,
+                delta: self.u32()?,
+            },
+            2 => Event::StartWith {
+                name: self.u16()?,
+                flags: self.byte()?,
+                delta: self.u32()?,
+            },
+            3 => Event::SpanTag {
+                key: self.u16()?,
+                value: self.value()?,
+            },
+            4 => Event::RequestTag {
+                key: self.u16()?,
+                value: self.value()?,
+            },
+            5 => Event::End {
+                delta: self.u32()?,
+                dropped: self.u32()?,
+            },
+            _ => return None,
+        })
+    }
+
+    fn up(&mut self) -> Option<Up<'a>> {
+        Some(match self.u32()? {
+            0 => Up::Hello(Hello {
+                version: self.byte()?,
+                device_id: self.text()?,
+                firmware: self.text()?,
+                token: self.text()?,
+                tick_hz: self.u32()?,
+                uptime: self.u64()?,
+                span_limit: self.u32()?,
+            }),
+            1 => Up::Name(NameDef {
+                id: self.u16()?,
+                name: self.text()?,
+            }),
+            2 => {
+                let seq = self.u32()?;
+                let start = self.u64()?;
+                let events = self.rest;
+                // Every event must decode, up to `End`; what follows it is trailing.
+                while !matches!(self.event()?, Event::End { .. }) {}
+                let used = events.len() - self.rest.len();
+                Up::Request(Journal {
+                    seq,
+                    start,
+                    events: events.get(..used)?,
+                })
+            }
+            3 => Up::Drops(DeviceDrops {
+                queue_full: self.u32()?,
+                no_link: self.u32()?,
+                too_large: self.u32()?,
+                no_slot: self.u32()?,
+                items: self.u32()?,
+                names: self.u32()?,
+                link_errors: self.u32()?,
+            }),
+            4 => Up::TimeSync(TimeSyncReply {
+                id: self.u32()?,
+                uptime: self.u64()?,
+            }),
+            _ => return None,
+        })
+    }
+}
+
+/// Decodes one device-to-gateway frame in place, by hand with postcard's rules: `frame` is
+/// the COBS bytes without the `0x00` delimiter (a trailing delimiter is tolerated). Strings and
+/// a request's events borrow from `frame`; a request is returned only when every event decodes
+/// and the last is [`Event::End`].
+///
+/// This is a pure function: no allocation, no panic on any input, no I/O.
+pub fn decode_up(frame: &mut [u8]) -> Result<Up<'_>, DecodeError> {
+    let end = match frame.last() {
+        Some(0) => frame.len() - 1,
+        _ => frame.len(),
+    };
+    let frame = frame.get_mut(..end).ok_or(DecodeError::Cobs)?;
+    let n = cobs_decode(frame).ok_or(DecodeError::Cobs)?;
+    let payload = frame.get(..n).ok_or(DecodeError::Cobs)?;
+    let mut r = Reader { rest: payload };
+    let msg = r.up().ok_or(DecodeError::Payload)?;
+    if r.rest.is_empty() {
+        Ok(msg)
+    } else {
+        Err(DecodeError::Trailing)
+    }
+}
+
+impl<'a> Journal<'a> {
+    /// The events in recorded order (`End` last). A journal from [`decode_up`] yields them
+    /// all; one made by hand stops at the first that does not decode.
+    pub fn events(&self) -> Events<'a> {
+        Events {
+            r: Reader { rest: self.events },
         }
     }
-    None
+}
+
+/// The events of a [`Journal`], from [`Journal::events`].
+#[derive(Debug, Clone)]
+pub struct Events<'a> {
+    r: Reader<'a>,
+}
+
+impl<'a> Iterator for Events<'a> {
+    type Item = Event<'a>;
+
+    fn next(&mut self) -> Option<Event<'a>> {
+        let e = self.r.event();
+        if e.is_none() {
+            self.r.rest = &[];
+        }
+        e
+    }
 }
 
 /// Reads a decoded [`Down`] payload.
 fn parse_down(payload: &[u8]) -> Result<Down, DecodeError> {
-    let (msg, rest) = (|| {
-        let (variant, rest) = varint_u32(payload)?;
-        Some(match variant {
-            0 => {
-                let (&version, rest) = rest.split_first()?;
-                (Down::Welcome { version }, rest)
-            }
-            1 => {
-                let (reason, rest) = varint_u32(rest)?;
-                let reason = match reason {
+    let mut r = Reader { rest: payload };
+    let msg = (|| {
+        Some(match r.u32()? {
+            0 => Down::Welcome { version: r.byte()? },
+            1 => Down::Reject {
+                reason: match r.u32()? {
                     0 => RejectReason::Unauthorized,
                     1 => RejectReason::Version,
                     2 => RejectReason::Protocol,
                     _ => return None,
-                };
-                (Down::Reject { reason }, rest)
-            }
-            2 => {
-                let (id, rest) = varint_u32(rest)?;
-                (Down::TimeSync { id }, rest)
-            }
+                },
+            },
+            2 => Down::TimeSync { id: r.u32()? },
             _ => return None,
         })
     })()
     .ok_or(DecodeError::Payload)?;
-    if rest.is_empty() {
+    if r.rest.is_empty() {
         Ok(msg)
     } else {
         Err(DecodeError::Trailing)

@@ -44,14 +44,13 @@ mod record;
 mod wire;
 
 pub use codec::{
-    DecodeError, EncodeError, FrameReader, MAX_FRAME, ScanStats, decode_frame, decode_up, encode,
-    scan,
+    DecodeError, EncodeError, FrameReader, MAX_FRAME, ScanStats, decode_frame, encode, scan,
 };
-pub use encode::{MICROS_HZ, NameLookup, NameTable, RequestFrame};
-pub use frame::{DownReader, FrameWriter, decode_down, encode_up};
-pub use rebuild::{ClockSync, InvalidRequest, NameSource, rebuild, validate};
-pub use record::{Blank, Capacity, Recorder, SpanSlot, Table, TagSlot};
+pub use encode::{MICROS_HZ, NameLookup, NameTable};
+pub use frame::{DownReader, Events, FrameWriter, decode_down, decode_up, encode_up};
+pub use rebuild::{ClockSync, InvalidRequest, NameSource, rebuild};
+pub use record::Recorder;
 pub use wire::{
-    DeviceDrops, Down, Hello, MAX_SPANS, MAX_TAGS, NO_NAME, NameDef, PROTOCOL_VERSION, ROOT,
-    RejectReason, TimeSyncReply, UNNAMED, Up, WireRequest, WireSpan, WireTag, WireValue,
+    DeviceDrops, Down, Event, Hello, Journal, NO_NAME, NameDef, PROTOCOL_VERSION, RejectReason,
+    TimeSyncReply, UNNAMED, Up, WireValue,
 };

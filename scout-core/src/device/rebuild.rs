@@ -1,9 +1,10 @@
-//! Gateway side: checking a [`WireRequest`], mapping device ticks to wall-clock time, and
-//! rebuilding a core [`Request`] from it (which [`crate::command::RequestBatch`] then encodes).
+//! Gateway side: replaying a [`Journal`] into a core [`Request`] (which
+//! [`crate::command::RequestBatch`] then encodes), and mapping device ticks to wall-clock
+//! time.
 
-use super::wire::{MAX_SPANS, NO_NAME, ROOT, UNNAMED, WireRequest, WireValue};
+use super::wire::{Event, Journal, NO_NAME, UNNAMED, WireValue};
 use crate::id::RequestIds;
-use crate::request::{Request, SpanFlags, SpanIdx, SpanStart};
+use crate::request::{Request, SpanFlags};
 use crate::storage::Storage;
 use crate::time::Timestamp;
 use crate::value::{Text, Value};
@@ -13,55 +14,25 @@ use crate::value::{Text, Value};
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum InvalidRequest {
-    /// No spans.
-    NoSpans,
-    /// Span 0 is not a root, or a later span is.
-    Roots,
-    /// A span names a parent that is not an earlier span.
-    Parent,
-    /// A span's parent had already stopped when it started (not a stack-shaped tree).
+    /// The first event does not start the root span.
+    NoRoot,
+    /// A `Stop` with no open span but the root (which only `End` stops).
     Nesting,
-    /// A tag targets a span that does not exist.
-    TagTarget,
-    /// The gateway's request storage is too small for this request.
-    Capacity,
+    /// No `End` event.
+    Unfinished,
 }
 
 impl core::fmt::Display for InvalidRequest {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
-            Self::NoSpans => "request has no spans",
-            Self::Roots => "request must have exactly one root, first",
-            Self::Parent => "span parent is not an earlier span",
-            Self::Nesting => "spans are not nested",
-            Self::TagTarget => "tag targets a missing span",
-            Self::Capacity => "request too large for gateway storage",
+            Self::NoRoot => "request does not start with its root span",
+            Self::Nesting => "span stopped with no open span but the root",
+            Self::Unfinished => "request has no end",
         })
     }
 }
 
 impl core::error::Error for InvalidRequest {}
-
-/// Checks the shape of a request: one root, first; parents earlier; tags on existing spans.
-/// (Nesting is checked while rebuilding.)
-pub fn validate(r: &WireRequest<'_>) -> Result<(), InvalidRequest> {
-    let n = r.spans.len();
-    if n == 0 {
-        return Err(InvalidRequest::NoSpans);
-    }
-    for (i, s) in r.spans.iter().enumerate() {
-        match (i, s.parent) {
-            (0, ROOT) => {}
-            (0, _) | (_, ROOT) => return Err(InvalidRequest::Roots),
-            (i, p) if usize::from(p) > i => return Err(InvalidRequest::Parent),
-            _ => {}
-        }
-    }
-    if r.tags.iter().any(|t| usize::from(t.target) > n) {
-        return Err(InvalidRequest::TagTarget);
-    }
-    Ok(())
-}
 
 /// Where a name id comes from on the gateway (the names a connection defined).
 pub trait NameSource {
@@ -69,19 +40,23 @@ pub trait NameSource {
     fn name(&self, id: u16) -> Option<&str>;
 }
 
-/// Rebuilds `out` from a device request: begins it with `ids`, replays its spans in start
-/// order with their start and stop times mapped through `to_wall` (device ticks since boot to
-/// wall-clock), applies its tags, and marks it real. Unknown name ids become [`UNNAMED`].
+/// Rebuilds `out` from a device request: begins it with `ids` and `span_limit` (the device's,
+/// from its hello), replays each event with the same call a server makes (`start_span` with
+/// the event's flags, `stop_span`, `tag_span`, `tag_request`, `finish`), with times mapped
+/// through `to_wall` (device ticks since boot to wall-clock), and marks it real. Unknown name
+/// ids become [`UNNAMED`]. The core's rules (ignore flags, span limit, tag replacement,
+/// capacities and their drop counts) apply as on a server.
 ///
-/// The result encodes with [`crate::command::RequestBatch`] like any server request.
+/// Returns the number of spans and tags the device itself could not record. The result
+/// encodes with [`crate::command::RequestBatch`] like any server request.
 pub fn rebuild<S: Storage, N: NameSource + ?Sized>(
-    r: &WireRequest<'_>,
+    j: &Journal<'_>,
     names: &N,
     ids: RequestIds,
+    span_limit: u32,
     to_wall: impl Fn(u64) -> Timestamp,
     out: &mut Request<S>,
-) -> Result<(), InvalidRequest> {
-    validate(r)?;
+) -> Result<u32, InvalidRequest> {
     let name = |id: u16| -> &str {
         if id == NO_NAME {
             UNNAMED
@@ -89,62 +64,66 @@ pub fn rebuild<S: Storage, N: NameSource + ?Sized>(
             names.name(id).unwrap_or(UNNAMED)
         }
     };
-    // Absolute start and end of each span, in device ticks.
-    let mut starts = [0u64; MAX_SPANS];
-    let mut ends = [0u64; MAX_SPANS];
-    let mut stack: heapless::Vec<u8, MAX_SPANS> = heapless::Vec::new();
-    out.begin(ids, to_wall(r.start), u32::MAX);
-    for (i, s) in r.spans.iter().enumerate() {
-        let base = match s.parent {
-            ROOT => r.start,
-            p => starts[usize::from(p - 1)],
-        };
-        starts[i] = base.saturating_add(u64::from(s.start));
-        ends[i] = starts[i].saturating_add(u64::from(s.duration));
-        if s.parent != ROOT {
-            let p = s.parent - 1;
-            if !stack.contains(&p) {
-                return Err(InvalidRequest::Nesting);
-            }
-            while let Some(&top) = stack.last() {
-                if top == p {
-                    break;
+    let mut t = j.start;
+    let mut at = |delta: u32| {
+        t = t.saturating_add(u64::from(delta));
+        to_wall(t)
+    };
+    out.begin(ids, to_wall(j.start), span_limit);
+    // Open spans, the root included (0 before the root).
+    let mut open = 0usize;
+    for e in j.events() {
+        let (name_id, flags, delta) = match e {
+            Event::Start { name, delta } => (name, 0, delta),
+            Event::StartWith { name, flags, delta } => (name, flags, delta),
+            Event::Stop { delta } => {
+                if open <= 1 {
+                    return Err(InvalidRequest::Nesting);
                 }
-                stack.pop();
-                let _ = out.stop_span(to_wall(ends[usize::from(top)]));
+                open -= 1;
+                let _ = out.stop_span(at(delta));
+                continue;
             }
-        }
-        let started = out.start_span(
-            Text::Borrowed(name(s.name)),
-            to_wall(starts[i]),
-            SpanFlags::NONE,
-        );
-        if started != SpanStart::Recorded(SpanIdx(i as u16)) || stack.push(i as u8).is_err() {
-            return Err(InvalidRequest::Capacity);
-        }
-    }
-    while let Some(top) = stack.pop() {
-        let _ = out.stop_span(to_wall(ends[usize::from(top)]));
-    }
-    for t in &r.tags {
-        let key = Text::Borrowed(name(t.key));
-        let value = match t.value {
-            WireValue::Null => Value::Null,
-            WireValue::Bool(b) => Value::Bool(b),
-            WireValue::Int(i) => Value::Int(i),
-            WireValue::Float(f) => Value::Float(f),
-            WireValue::Str(s) => Value::Str(s),
+            _ if open == 0 => return Err(InvalidRequest::NoRoot),
+            Event::End { delta, dropped } => {
+                out.finish(at(delta));
+                out.mark_real();
+                return Ok(dropped);
+            }
+            Event::SpanTag { key, value } => {
+                let _ = out.tag_span(Text::Borrowed(name(key)), value_of(value));
+                continue;
+            }
+            Event::RequestTag { key, value } => {
+                let _ = out.tag_request(Text::Borrowed(name(key)), value_of(value));
+                continue;
+            }
         };
-        let res = match t.target {
-            0 => out.tag_request(key, value),
-            i => out.tag_span_at(SpanIdx(u16::from(i - 1)), key, value),
-        };
-        if res.is_err() {
-            return Err(InvalidRequest::Capacity);
+        let mut f = SpanFlags::NONE;
+        if flags & 1 != 0 {
+            f = f.union(SpanFlags::IGNORE);
         }
+        if flags & 2 != 0 {
+            f = f.union(SpanFlags::IGNORE_CHILDREN);
+        }
+        open += 1;
+        let _ = out.start_span(Text::Borrowed(name(name_id)), at(delta), f);
     }
-    out.mark_real();
-    Ok(())
+    Err(if open == 0 {
+        InvalidRequest::NoRoot
+    } else {
+        InvalidRequest::Unfinished
+    })
+}
+
+fn value_of(v: WireValue<'_>) -> Value<'_> {
+    match v {
+        WireValue::Null => Value::Null,
+        WireValue::Bool(b) => Value::Bool(b),
+        WireValue::Int(i) => Value::Int(i),
+        WireValue::Float(f) => Value::Float(f),
+        WireValue::Str(s) => Value::Str(s),
+    }
 }
 
 /// Maps device ticks since boot to wall-clock time, from time-sync samples.

@@ -1,267 +1,143 @@
-//! Device side: [`Recorder`], a compact recorder of one request that writes itself as
-//! [`Up::Request`](super::Up::Request) with [`FrameWriter`] (no serde, no name lookups at
-//! encode time).
+//! Device side: [`Recorder`], which records one request as the [`Event`](super::Event)s of a
+//! [`Journal`](super::Journal), appended to a fixed byte buffer as they happen (no tables, no
+//! encode pass at the end, no serde).
 
 use super::frame::FrameWriter;
-use super::wire::{MAX_SPANS, MAX_TAGS, NO_NAME, ROOT};
-use crate::request::{DropReason, SpanFlags, SpanIdx, SpanStart};
-use crate::storage::Fixed;
+use crate::request::SpanFlags;
 use crate::value::Value;
 
-/// A fixed table of `T` the [`Recorder`] keeps records in: implemented for arrays.
-pub trait Table<T>: Sized {
-    /// The table with every slot blank.
-    const EMPTY: Self;
-    /// Every slot (used or not).
-    fn slots(&self) -> &[T];
-    /// Every slot, mutably.
-    fn slots_mut(&mut self) -> &mut [T];
-}
-
-/// A record with a blank value, for [`Table::EMPTY`].
-pub trait Blank: Copy {
-    /// The blank record.
-    const BLANK: Self;
-}
-
-impl Blank for u8 {
-    const BLANK: Self = 0;
-}
-
-impl Blank for u16 {
-    const BLANK: Self = 0;
-}
-
-impl<T: Blank, const N: usize> Table<T> for [T; N] {
-    const EMPTY: Self = [T::BLANK; N];
-    fn slots(&self) -> &[T] {
-        self
-    }
-    fn slots_mut(&mut self) -> &mut [T] {
-        self
-    }
-}
-
-/// The capacities of a [`Recorder`]: implemented for [`Fixed`]`<SPANS, TAGS, ARENA, DEPTH>`
-/// (spans, tags, bytes of copied strings, levels of nesting), so a device names its sizes
-/// the way it would for a core [`crate::Request`].
-///
-/// At most [`MAX_SPANS`] spans and [`MAX_TAGS`] tags are used whatever the capacity (what one
-/// device request can carry), and at most 65 535 arena bytes.
-pub trait Capacity {
-    /// The span records.
-    type Spans: Table<SpanSlot>;
-    /// The tag records.
-    type Tags: Table<TagSlot>;
-    /// Bytes of copied strings (borrowed tag values).
-    type Arena: Table<u8>;
-    /// The stack of open spans.
-    type Stack: Table<u16>;
-}
-
-impl<const SPANS: usize, const TAGS: usize, const ARENA: usize, const DEPTH: usize> Capacity
-    for Fixed<SPANS, TAGS, ARENA, DEPTH>
-{
-    type Spans = [SpanSlot; SPANS];
-    type Tags = [TagSlot; TAGS];
-    type Arena = [u8; ARENA];
-    type Stack = [u16; DEPTH];
-}
-
-/// One recorded span of a [`Recorder`] (opaque), 12 bytes.
-#[derive(Debug, Clone, Copy)]
-pub struct SpanSlot {
-    /// Ticks from the parent's start (the request's for the root): the wire's `start`.
-    start: u32,
-    /// While open, ticks from the request start to the span's start; once stopped, ticks
-    /// from start to stop (the wire's `duration`).
-    duration: u32,
-    /// Name id.
-    name: u16,
-    /// [`ROOT`] or the parent's index plus one.
-    parent: u8,
-    /// The span was started with [`SpanFlags::IGNORE_CHILDREN`].
-    ignore_children: bool,
-}
-
-impl Blank for SpanSlot {
-    const BLANK: Self = Self {
-        start: 0,
-        duration: 0,
-        name: NO_NAME,
-        parent: ROOT,
-        ignore_children: false,
-    };
-}
-
-/// A stored tag value, ready for the wire: 8 bytes of payload on 32-bit targets (halves of
-/// a `u64` keep the alignment at 4).
-#[derive(Debug, Clone, Copy)]
-enum Stored {
-    /// The variant byte (0 `Null`, 1 `Bool`, 2 `Int`) and, unless null, a varint (the bool,
-    /// the zigzagged integer) as two halves (low, high).
-    Var(u8, [u32; 2]),
-    /// `Float`: the bits, written as 8 bytes little-endian.
-    Float([u32; 2]),
-    Static(&'static str),
-    /// Arena offset and length.
-    Arena(u16, u16),
-}
-
-fn split(v: u64) -> [u32; 2] {
-    [v as u32, (v >> 32) as u32]
-}
-
-fn join(v: [u32; 2]) -> u64 {
-    u64::from(v[0]) | (u64::from(v[1]) << 32)
-}
-
-/// One recorded tag of a [`Recorder`] (opaque), 16 bytes on 32-bit targets.
-#[derive(Debug, Clone, Copy)]
-pub struct TagSlot {
-    value: Stored,
-    /// Name id of the key.
-    key: u16,
-    /// 0 for the request, else the span's index plus one.
-    target: u8,
-}
-
-impl Blank for TagSlot {
-    const BLANK: Self = Self {
-        value: Stored::Var(0, [0; 2]),
-        key: NO_NAME,
-        target: 0,
-    };
-}
-
-/// Stack marker of an open span that is not recorded (its children may be).
-const SKIPPED: u16 = u16::MAX;
-/// Stack marker of an open span whose whole subtree is ignored.
-const IGNORED_TREE: u16 = u16::MAX - 1;
+/// Most bytes one `Stop` event takes (variant, 5-byte delta): room kept for each open span.
+const STOP_MAX: usize = 6;
+/// Most bytes the `End` event takes (variant, delta, dropped).
+const END_MAX: usize = 11;
+/// Most bytes a request frame adds to its events: the variant, `seq` (5), `start` (10), the
+/// first COBS code byte and the delimiter.
+const FRAME_HEAD: usize = 18;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Idle,
     Open,
-    Finished,
+    /// Finished, waiting to be sent.
+    Done,
 }
 
-/// One device request: spans (parent, name id, start, duration), tags (target, key id,
-/// value) and a count of what did not fit, in fixed tables sized by `C` (see [`Capacity`]).
+/// One device request, recorded as the events of a [`Journal`](super::Journal) in an `N`-byte
+/// buffer: each call appends its event (2 to 16 bytes per span, usually 5 to 7), whole or not
+/// at all. Its frame ([`Recorder::write_frame`]) always fits `N` bytes: the events may use `N`
+/// less the frame overhead (18 bytes, plus one per 254).
 ///
-/// It records with the semantics of [`crate::Request`] (the same parents, times, tags,
-/// ignore flags, span limit and drop counts, so that both write the same request; see
-/// [`Recorder::encode`]), without
-/// what a device does not need: no request ids, context checks, renames or string operation
-/// names. Operation names and tag keys are name ids (see [`super::NameTable`]); times are
-/// ticks (scout-embassy uses microseconds), kept as 32-bit offsets from the request start
-/// (times past 2³² ticks after it are clamped). Nothing here panics or allocates; whatever
-/// does not fit is counted in [`Recorder::dropped`].
+/// The recorder keeps no span table and applies no rule: the gateway replays the events into a
+/// [`crate::Request`], which applies ignore flags, the span limit and tag replacement exactly
+/// as on a server. Here only what does not fit is dropped, and counted ([`Recorder::dropped`],
+/// sent in the `End` event): room for the `Stop` of every open span and for `End` is kept, so a
+/// full buffer never leaves a span without its stop; once a `Start` is dropped, its whole
+/// subtree is. Names and tag keys are name ids (see [`super::NameTable`]); times are ticks
+/// (scout-embassy uses microseconds), deltas past 2³² ticks are clamped. Nothing here panics or
+/// allocates.
 ///
 /// ```
-/// use scout_core::device::{FrameWriter, Recorder};
-/// use scout_core::{Fixed, SpanFlags, Value};
-/// let mut r = Recorder::<Fixed<4, 2, 0, 3>>::new();
-/// r.begin(5_000_000, 1500);
-/// r.start_span(1, SpanFlags::NONE, 5_000_000); // the root, name id 1
+/// use scout_core::device::{decode_up, Event, FrameWriter, Recorder, Up};
+/// use scout_core::{SpanFlags, Value};
+/// let mut r = Recorder::<64>::new();
+/// r.begin(1, 5_000_000); // the root, name id 1
 /// r.start_span(2, SpanFlags::NONE, 5_000_120);
-/// r.tag_span(5, Value::Int(6));
+/// r.tag(false, 5, Value::Int(6));
 /// r.stop_span(5_000_970);
-/// r.finish(5_001_400);
+/// assert!(r.finish(5_001_400, 3));
 /// let mut buf = [0u8; 64];
 /// let mut w = FrameWriter::new(&mut buf);
-/// r.encode(3, &mut w);
+/// r.write_frame(&mut w);
 /// let n = w.finish().unwrap();
 /// // What the gateway reads:
-/// let Ok(scout_core::device::Up::Request(w)) = scout_core::device::decode_up(&mut buf[..n])
-/// else { panic!() };
-/// assert_eq!((w.seq, w.start, w.duration, w.spans.len(), w.tags.len()), (3, 5_000_000, 1400, 2, 1));
-/// assert_eq!((w.spans[1].parent, w.spans[1].start, w.spans[1].duration), (1, 120, 850));
+/// let Ok(Up::Request(j)) = decode_up(&mut buf[..n]) else { panic!() };
+/// assert_eq!((j.seq, j.start), (3, 5_000_000));
+/// let events: Vec<Event<'_>> = j.events().collect();
+/// assert_eq!(events[1], Event::Start { name: 2, delta: 120 });
+/// assert_eq!(events[3], Event::Stop { delta: 850 });
+/// assert_eq!(events[4], Event::End { delta: 430, dropped: 0 });
 /// ```
-pub struct Recorder<C: Capacity = Fixed<16, 16, 64, 8>> {
+#[derive(Debug)]
+pub struct Recorder<const N: usize> {
+    /// Ticks since boot at the request start.
     start: u64,
-    /// Request duration, once finished.
-    duration: u32,
+    /// Ticks since boot of the last timed event.
+    last: u64,
+    seq: u32,
     dropped: u32,
-    span_limit: u32,
-    /// Open spans deeper than the stack holds.
-    overflow: u32,
-    /// Completed recorded spans (at most 255).
-    completed: u8,
-    /// Open ignored subtrees (at most one per stack entry).
-    ignored: u8,
-    arena_len: u16,
-    spans_len: u8,
-    tags_len: u8,
-    depth: u8,
-    /// [`ROOT`] or the innermost open recorded span's index plus one.
-    top: u8,
+    /// Bytes of events.
+    len: usize,
+    /// Open spans whose `Start` was written (the root included).
+    open: usize,
+    /// Open spans whose `Start` was dropped (all inside the written ones).
+    skipped: usize,
     state: State,
-    spans: C::Spans,
-    tags: C::Tags,
-    arena: C::Arena,
-    stack: C::Stack,
+    buf: [u8; N],
 }
 
-impl<C: Capacity> core::fmt::Debug for Recorder<C> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Recorder")
-            .field("state", &self.state)
-            .field("start", &self.start)
-            .field("spans", &self.spans_len)
-            .field("tags", &self.tags_len)
-            .field("open", &self.open_spans())
-            .field("dropped", &self.dropped)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<C: Capacity> Default for Recorder<C> {
+impl<const N: usize> Default for Recorder<N> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<C: Capacity> Recorder<C> {
-    /// An idle recorder (usable in a `static`).
+impl<const N: usize> Recorder<N> {
+    /// Bytes the events may take.
+    const CAP: usize = N.saturating_sub(FRAME_HEAD + N / 254);
+
+    /// An idle recorder (usable in a `static`; all zeros).
     pub const fn new() -> Self {
         Self {
             start: 0,
-            duration: 0,
+            last: 0,
+            seq: 0,
             dropped: 0,
-            span_limit: 0,
-            completed: 0,
-            overflow: 0,
-            ignored: 0,
-            arena_len: 0,
-            spans_len: 0,
-            tags_len: 0,
-            depth: 0,
-            top: ROOT,
+            len: 0,
+            open: 0,
+            skipped: 0,
             state: State::Idle,
-            spans: C::Spans::EMPTY,
-            tags: C::Tags::EMPTY,
-            arena: C::Arena::EMPTY,
-            stack: C::Stack::EMPTY,
+            buf: [0; N],
         }
     }
 
-    /// Starts a new request at `now` (discarding anything recorded before). `span_limit` is
-    /// the number of completed spans after which new spans are dropped.
-    pub fn begin(&mut self, now: u64, span_limit: u32) {
-        self.start = now;
-        self.duration = 0;
-        self.dropped = 0;
-        self.span_limit = span_limit;
-        self.completed = 0;
-        self.overflow = 0;
-        self.ignored = 0;
-        self.arena_len = 0;
-        self.spans_len = 0;
-        self.tags_len = 0;
-        self.depth = 0;
-        self.top = ROOT;
-        self.state = State::Open;
+    /// True when idle (free for [`Recorder::begin`]).
+    pub fn is_idle(&self) -> bool {
+        self.state == State::Idle
+    }
+
+    /// True between [`Recorder::begin`] and [`Recorder::finish`].
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// True once finished and until [`Recorder::reset`]: the frame is ready to send.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// The sequence number given to [`Recorder::finish`].
+    pub fn seq(&self) -> u32 {
+        self.seq
+    }
+
+    /// Open spans (recorded or not; the root included).
+    pub fn open_spans(&self) -> usize {
+        self.open.saturating_add(self.skipped)
+    }
+
+    /// Bytes of events written so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no event was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Spans and tags not recorded for lack of room, and calls made while not open.
+    pub fn dropped(&self) -> u32 {
+        self.dropped
     }
 
     /// Forgets the request: the recorder is idle again.
@@ -269,323 +145,210 @@ impl<C: Capacity> Recorder<C> {
         self.state = State::Idle;
     }
 
-    /// True between [`Recorder::begin`] and [`Recorder::reset`].
-    pub fn is_busy(&self) -> bool {
-        self.state != State::Idle
+    /// Starts a new request at `now` with its root span `name` (discarding anything recorded
+    /// before).
+    pub fn begin(&mut self, name: u16, now: u64) {
+        self.start = now;
+        self.last = now;
+        self.dropped = 0;
+        self.len = 0;
+        self.open = 0;
+        self.skipped = 0;
+        self.state = State::Open;
+        self.start_span(name, SpanFlags::NONE, now);
     }
 
-    /// True between [`Recorder::begin`] and the stop of the last open span.
-    pub fn is_open(&self) -> bool {
-        self.state == State::Open
-    }
-
-    /// Open spans (recorded or not).
-    pub fn open_spans(&self) -> usize {
-        usize::from(self.depth).saturating_add(self.overflow as usize)
-    }
-
-    /// Recorded spans.
-    pub fn span_count(&self) -> usize {
-        usize::from(self.spans_len)
-    }
-
-    /// Recorded tags.
-    pub fn tag_count(&self) -> usize {
-        usize::from(self.tags_len)
-    }
-
-    /// Spans and tags not recorded (capacity, depth, span limit, arena), and calls made while
-    /// not open.
-    pub fn dropped(&self) -> u32 {
-        self.dropped
-    }
-
-    #[inline(never)]
-    fn count(&mut self, reason: DropReason) -> DropReason {
-        self.dropped = self.dropped.saturating_add(1);
-        reason
-    }
-
-    /// Ticks from the request start to `now`, clamped to 32 bits.
-    #[inline(never)]
-    fn offset(&self, now: u64) -> u32 {
-        u32::try_from(now.saturating_sub(self.start)).unwrap_or(u32::MAX)
-    }
-
-    fn stack_cap(&self) -> usize {
-        self.stack.slots().len().min(usize::from(u8::MAX))
-    }
-
-    /// Counts a drop.
-    #[inline(never)]
-    fn drop_for(&mut self, reason: DropReason) -> SpanStart {
-        SpanStart::Dropped(self.count(reason))
-    }
-
-    /// Opens a span named `name` under the innermost open recorded span at `now`. `flags`:
-    /// [`SpanFlags::IGNORE`] and [`SpanFlags::IGNORE_CHILDREN`] as for [`crate::Request`].
-    pub fn start_span(&mut self, name: u16, flags: SpanFlags, now: u64) -> SpanStart {
-        if self.state != State::Open {
-            return self.drop_for(DropReason::NotOpen);
+    /// Opens a span named `name` under the innermost open span at `now`. `flags`:
+    /// [`SpanFlags::IGNORE`] and [`SpanFlags::IGNORE_CHILDREN`] (applied by the gateway).
+    /// Returns false when it was dropped (no room, or not open).
+    pub fn start_span(&mut self, name: u16, flags: SpanFlags, now: u64) -> bool {
+        if self.state != State::Open || self.skipped > 0 {
+            return self.drop_start();
         }
-        let depth = usize::from(self.depth);
-        if self.overflow > 0 || depth >= self.stack_cap() {
-            self.overflow = self.overflow.saturating_add(1);
-            return self.drop_for(DropReason::Depth);
+        // Room for this span's stop, and for those of the open ones but the root.
+        let keep = self.open.saturating_mul(STOP_MAX) + END_MAX;
+        let mut w = self.cursor();
+        let bits = u8::from(flags.contains(SpanFlags::IGNORE))
+            | (u8::from(flags.contains(SpanFlags::IGNORE_CHILDREN)) << 1);
+        w.byte(1 + u8::from(bits != 0));
+        w.varint(u32::from(name));
+        if bits != 0 {
+            w.byte(bits);
         }
-        let ignore_children = flags.contains(SpanFlags::IGNORE_CHILDREN);
-        // The stack entry of a span not recorded: its subtree is ignored too when it ignores
-        // its children or is inside an ignored subtree.
-        let mut marker = if ignore_children || self.ignored > 0 {
-            IGNORED_TREE
+        let at = w.pos;
+        if self.timed(at, now, keep) {
+            self.open += 1;
+            true
         } else {
-            SKIPPED
-        };
-        let mut outcome = SpanStart::Ignored;
-        if self.ignored == 0 && !flags.contains(SpanFlags::IGNORE) {
-            outcome = self.record(name, ignore_children, now);
-            if let SpanStart::Recorded(SpanIdx(i)) = outcome {
-                marker = i;
+            self.drop_start()
+        }
+    }
+
+    #[inline(never)]
+    fn drop_start(&mut self) -> bool {
+        if self.state == State::Open {
+            self.skipped = self.skipped.saturating_add(1);
+        }
+        self.count();
+        false
+    }
+
+    #[inline(never)]
+    fn count(&mut self) {
+        self.dropped = self.dropped.saturating_add(1);
+    }
+
+    /// Stops the innermost open span at `now` (never the root: see [`Recorder::finish`]).
+    pub fn stop_span(&mut self, now: u64) {
+        if self.state != State::Open {
+            return;
+        }
+        if self.skipped > 0 {
+            self.skipped -= 1;
+        } else if self.open > 1 {
+            let mut w = self.cursor();
+            w.byte(0);
+            let at = w.pos;
+            // Fits: room for it was kept when the span started.
+            self.timed(at, now, 0);
+            self.open -= 1;
+        }
+    }
+
+    /// Tags the innermost open span (`request` false) or the request. A key already there
+    /// takes the new value (at the gateway).
+    pub fn tag(&mut self, request: bool, key: u16, value: Value<'_>) {
+        // Inside a dropped span the tag has no span to go to.
+        if self.state != State::Open || (!request && self.skipped > 0) {
+            return self.count();
+        }
+        let keep = self.open.saturating_sub(1).saturating_mul(STOP_MAX) + END_MAX;
+        let mut w = self.cursor();
+        w.byte(3 + u8::from(request));
+        w.varint(u32::from(key));
+        match value {
+            Value::Null => w.byte(0),
+            Value::Bool(b) => {
+                w.byte(1);
+                w.byte(u8::from(b));
             }
+            Value::Int(i) => {
+                w.byte(2);
+                w.varint64(((i << 1) ^ (i >> 63)) as u64);
+            }
+            Value::Float(f) => {
+                w.byte(3);
+                for b in f.to_bits().to_le_bytes() {
+                    w.byte(b);
+                }
+            }
+            Value::Str(s) | Value::Static(s) => w.text(s),
+            Value::Json(j) => w.text(j.as_str()),
         }
-        if let Some(slot) = self.stack.slots_mut().get_mut(depth) {
-            *slot = marker;
+        let at = w.pos;
+        if at + keep <= Self::CAP {
+            self.len = at;
+        } else {
+            self.count();
         }
-        // Below 255: the stack holds at most 255 entries.
-        self.depth += 1;
-        if marker == IGNORED_TREE {
-            self.ignored += 1;
-        }
-        outcome
     }
 
-    /// Appends a span record under the innermost open recorded span.
-    fn record(&mut self, name: u16, ignore_children: bool, now: u64) -> SpanStart {
-        if u32::from(self.completed) >= self.span_limit {
-            return self.drop_for(DropReason::SpanLimit);
-        }
-        let idx = usize::from(self.spans_len);
-        let at = self.offset(now);
-        // The parent is open: its `duration` still holds its start.
-        let base = match usize::from(self.top).checked_sub(1) {
-            Some(p) => self.spans.slots().get(p).map_or(0, |p| p.duration),
-            None => 0,
-        };
-        let parent = self.top;
-        let slot = match self.spans.slots_mut().get_mut(idx) {
-            Some(slot) if idx < MAX_SPANS => slot,
-            _ => return self.drop_for(DropReason::SpanCapacity),
-        };
-        *slot = SpanSlot {
-            start: at.saturating_sub(base),
-            duration: at,
-            name,
-            parent,
-            ignore_children,
-        };
-        // Below 255 before: at most 255 spans.
-        self.spans_len += 1;
-        self.top = self.spans_len;
-        if ignore_children {
-            self.ignored += 1;
-        }
-        SpanStart::Recorded(SpanIdx(idx as u16))
-    }
-
-    /// Stops the innermost open span at `now`; stopping the last one finishes the request.
-    /// Returns false when no span was open.
-    pub fn stop_span(&mut self, now: u64) -> bool {
-        if self.overflow > 0 {
-            self.overflow -= 1;
-            return true;
-        }
-        let Some(depth) = self.depth.checked_sub(1) else {
+    /// Stops every open span at `now` and finishes the request as number `seq`: its frame
+    /// ([`Recorder::write_frame`]) is ready. Returns false, and is idle again, when there is
+    /// nothing to send: not open, or even the root span did not fit.
+    pub fn finish(&mut self, now: u64, seq: u32) -> bool {
+        if self.state != State::Open || self.open == 0 {
+            self.state = State::Idle;
             return false;
-        };
-        self.depth = depth;
-        let entry = self
-            .stack
-            .slots()
-            .get(usize::from(depth))
-            .copied()
-            .unwrap_or(SKIPPED);
-        let end = self.offset(now);
-        if entry == IGNORED_TREE {
-            self.ignored = self.ignored.saturating_sub(1);
-        } else if let Some(s) = self.spans.slots_mut().get_mut(usize::from(entry)) {
-            // A recorded span (a skipped one's marker is no index).
-            s.duration = end.saturating_sub(s.duration);
-            self.ignored = self.ignored.saturating_sub(u8::from(s.ignore_children));
-            // Its parent is the innermost recorded span still open.
-            self.top = s.parent;
-            // At most once per recorded span: below 255 before.
-            self.completed += 1;
         }
-        if depth == 0 {
-            self.state = State::Finished;
-            self.duration = end;
-        }
+        let (dropped, d) = (self.dropped, delta(self.last, now));
+        let mut w = self.cursor();
+        w.byte(5);
+        w.varint(d);
+        w.varint(dropped);
+        // Fits: room for it was kept by every event.
+        self.len = w.pos;
+        self.seq = seq;
+        self.state = State::Done;
         true
     }
 
-    /// Stops every open span at `now`, finishing the request. Does nothing unless open.
-    pub fn finish(&mut self, now: u64) {
-        if self.state == State::Open {
-            self.overflow = 0;
-            while self.stop_span(now) {}
-            self.state = State::Finished;
-            self.duration = self.offset(now);
-        }
-    }
-
-    /// Tags the innermost open span (nothing when it is not recorded). A key already on the
-    /// span takes the new value.
-    pub fn tag_span(&mut self, key: u16, value: Value<'_>) -> Result<(), DropReason> {
-        if self.state != State::Open {
-            return Err(self.count(DropReason::NotOpen));
-        }
-        let top = usize::from(self.depth).checked_sub(1);
-        match top.and_then(|t| self.stack.slots().get(t)) {
-            Some(&idx) if idx < IGNORED_TREE && self.overflow == 0 => {
-                self.set_tag((idx as u8).saturating_add(1), key, value)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Tags the request. A key already on the request takes the new value.
-    pub fn tag_request(&mut self, key: u16, value: Value<'_>) -> Result<(), DropReason> {
-        if self.state == State::Idle {
-            return Err(self.count(DropReason::NotOpen));
-        }
-        self.set_tag(0, key, value)
-    }
-
-    fn set_tag(&mut self, target: u8, key: u16, value: Value<'_>) -> Result<(), DropReason> {
-        // As `Request`: the value is stored first (a full arena is the reason given), then
-        // the room for a new tag is checked (and the arena given back without it).
-        let mark = self.arena_len;
-        let Some(value) = self.store(value) else {
-            return Err(self.count(DropReason::Arena));
-        };
-        let n = usize::from(self.tags_len);
-        // Keys are compared by id: two different names without an id (a full name table) are
-        // kept apart.
-        let idx = self
-            .tags
-            .slots()
-            .get(..n)
-            .unwrap_or(&[])
-            .iter()
-            .position(|t| key != NO_NAME && t.target == target && t.key == key)
-            .unwrap_or(n);
-        match self.tags.slots_mut().get_mut(idx) {
-            Some(slot) if idx < MAX_TAGS => {
-                *slot = TagSlot { value, key, target };
-                if idx == n {
-                    // Below 255 before: at most 255 tags.
-                    self.tags_len += 1;
-                }
-                Ok(())
-            }
-            _ => {
-                self.arena_len = mark;
-                Err(self.count(DropReason::TagCapacity))
-            }
-        }
-    }
-
-    fn store(&mut self, v: Value<'_>) -> Option<Stored> {
-        Some(match v {
-            Value::Str(s) => self.copy(s.as_bytes())?,
-            Value::Json(j) => self.copy(j.as_str().as_bytes())?,
-            Value::Static(s) => Stored::Static(s),
-            Value::Int(i) => Stored::Var(2, split(((i << 1) ^ (i >> 63)) as u64)),
-            Value::Float(f) => Stored::Float(split(f.to_bits())),
-            Value::Bool(b) => Stored::Var(1, [u32::from(b), 0]),
-            Value::Null => Stored::Var(0, [0; 2]),
-        })
-    }
-
-    fn copy(&mut self, s: &[u8]) -> Option<Stored> {
-        if self.arena.slots().is_empty() {
-            // No arena (known at compile time): only the empty string fits, and no copy code
-            // is linked.
-            return s.is_empty().then_some(Stored::Arena(0, 0));
-        }
-        let start = self.arena_len;
-        let len = u16::try_from(s.len()).ok()?;
-        let end = start.checked_add(len)?;
-        let dst = self
-            .arena
-            .slots_mut()
-            .get_mut(usize::from(start)..usize::from(end))?;
-        dst.copy_from_slice(s);
-        self.arena_len = end;
-        Some(Stored::Arena(start, len))
-    }
-
-    /// Writes the request as [`Up::Request`](super::Up::Request) number `seq`. Call it once
-    /// finished.
-    ///
-    /// The frame is the one [`super::RequestFrame`] writes for a [`crate::Request`] that
-    /// recorded the same calls, except for the order of tags on different targets: here they
-    /// come in the order they were recorded, there the request's first, then each span's
-    /// (the gateway applies them the same).
+    /// Appends the delta from the last timed event to `now` after an event's first `at`
+    /// bytes, keeping `keep` bytes free; false (nothing written) when it does not fit.
     #[inline(never)]
-    pub fn encode(&self, seq: u32, w: &mut FrameWriter<'_>) {
-        let spans = self
-            .spans
-            .slots()
-            .get(..usize::from(self.spans_len))
-            .unwrap_or(&[]);
-        let tags = self
-            .tags
-            .slots()
-            .get(..usize::from(self.tags_len))
-            .unwrap_or(&[]);
-        w.request_header(seq, self.start, self.duration);
-        // At most 255 each.
-        w.varint(spans.len() as u32);
-        for s in spans {
-            w.u8(s.parent);
-            w.varint(u32::from(s.name));
-            w.varint(s.start);
-            w.varint(s.duration);
+    fn timed(&mut self, at: usize, now: u64, keep: usize) -> bool {
+        let mut w = Cursor {
+            buf: &mut self.buf,
+            pos: at,
+        };
+        w.varint(delta(self.last, now));
+        if w.pos + keep > Self::CAP {
+            return false;
         }
-        w.varint(tags.len() as u32);
-        for t in tags {
-            w.u8(t.target);
-            w.varint(u32::from(t.key));
-            self.value(&t.value, w);
-        }
-        w.varint(self.dropped);
+        self.len = w.pos;
+        self.last = now.max(self.last);
+        true
     }
 
-    fn value(&self, v: &Stored, w: &mut FrameWriter<'_>) {
-        let text = match *v {
-            Stored::Var(kind, x) => {
-                w.u8(kind);
-                if kind != 0 {
-                    w.varint64(join(x));
-                }
+    /// A cursor at the end of the events.
+    fn cursor(&mut self) -> Cursor<'_> {
+        Cursor {
+            buf: &mut self.buf,
+            pos: self.len,
+        }
+    }
+
+    /// Writes the finished request as [`Up::Request`](super::Up::Request): the variant,
+    /// `seq`, `start`, then the events. Fits `N` bytes.
+    pub fn write_frame(&self, w: &mut FrameWriter<'_>) {
+        w.request_header(self.seq, self.start);
+        w.bytes(self.buf.get(..self.len).unwrap_or(&[]));
+    }
+}
+
+/// Ticks from `from` to `to`, clamped to 32 bits (0 if the clock went back).
+fn delta(from: u64, to: u64) -> u32 {
+    u32::try_from(to.saturating_sub(from)).unwrap_or(u32::MAX)
+}
+
+/// Writes postcard's primitives into the event buffer; bytes past its end are not stored, but
+/// counted in `pos` (the caller then keeps its old length).
+struct Cursor<'b> {
+    buf: &'b mut [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn byte(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.pos) {
+            *slot = b;
+        }
+        self.pos = self.pos.saturating_add(1);
+    }
+
+    fn varint(&mut self, v: u32) {
+        self.varint64(u64::from(v));
+    }
+
+    fn varint64(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    /// WireValue::Str: variant 4, length, bytes.
+    fn text(&mut self, s: &str) {
+        self.byte(4);
+        self.varint64(s.len() as u64);
+        for &b in s.as_bytes() {
+            if self.pos >= self.buf.len() {
+                // Too long: stop copying, the event is dropped anyway.
+                self.pos = usize::MAX / 2;
                 return;
             }
-            Stored::Float(f) => {
-                w.u8(3);
-                w.bytes(&join(f).to_le_bytes());
-                return;
-            }
-            Stored::Static(s) => s.as_bytes(),
-            Stored::Arena(start, len) => {
-                let end = usize::from(start).saturating_add(usize::from(len));
-                self.arena
-                    .slots()
-                    .get(usize::from(start)..end)
-                    .unwrap_or(&[])
-            }
-        };
-        w.u8(4);
-        w.text(text);
+            self.byte(b);
+        }
     }
 }

@@ -3,15 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version a device announces in [`Hello::version`].
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
-/// Most spans one device request can carry (the parent index is one byte).
-pub const MAX_SPANS: usize = 255;
-/// Most tags one device request can carry.
-pub const MAX_TAGS: usize = 255;
-
-/// `parent` of a root span (other spans carry their parent's index plus one).
-pub const ROOT: u8 = 0;
 /// The name id that means "no name" (a name table that was full); the gateway substitutes
 /// [`UNNAMED`].
 pub const NO_NAME: u16 = 0;
@@ -20,20 +13,17 @@ pub const UNNAMED: &str = "Device/unnamed";
 
 /// A message from a device to the gateway.
 ///
-/// A decoded request holds its spans and tags inline (no allocation), which makes this enum
-/// about 12 KiB: decode it on a task or thread stack, not in small interrupt stacks.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Hello, names, drops and time-sync replies are postcard values; a request is a postcard
+/// header followed by a stream of postcard [`Event`]s (see [`Journal`]), so this enum is
+/// written by [`super::FrameWriter`] and read by [`super::decode_up`], not by serde.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Up<'a> {
     /// First message of every connection (variant 0).
-    #[serde(borrow)]
     Hello(Hello<'a>),
     /// Defines a name id for this connection (variant 1).
-    #[serde(borrow)]
     Name(NameDef<'a>),
     /// A finished request (variant 2).
-    #[serde(borrow)]
-    Request(WireRequest<'a>),
+    Request(Journal<'a>),
     /// Cumulative drop counters since boot (variant 3).
     Drops(DeviceDrops),
     /// The device's answer to [`Down::TimeSync`] (variant 4).
@@ -85,10 +75,13 @@ pub struct Hello<'a> {
     pub firmware: &'a str,
     /// Device or fleet token the gateway authenticates (never the Scout key).
     pub token: &'a str,
-    /// Ticks per second of every time in [`WireRequest`] and [`TimeSyncReply`].
+    /// Ticks per second of every time in a [`Journal`] and a [`TimeSyncReply`].
     pub tick_hz: u32,
     /// Ticks since boot when the hello was written.
     pub uptime: u64,
+    /// Completed spans per request after which the gateway drops new spans (the device's
+    /// `span_limit`; the gateway applies it while replaying each request).
+    pub span_limit: u32,
 }
 
 /// Defines `id` as `name` for the rest of the connection.
@@ -101,49 +94,76 @@ pub struct NameDef<'a> {
     pub name: &'a str,
 }
 
-/// A finished request: one root span and its descendants.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WireRequest<'a> {
-    /// Per-boot sequence number (gaps mean lost requests).
+/// A finished request as it travels: its sequence number and start, and its [`Event`]s in
+/// the order the device recorded them, ending with [`Event::End`].
+///
+/// On the wire (variant 2 of [`Up`]): `seq` and `start` as postcard varints, then each event
+/// as a postcard value, back to back (no count: a device appends events while it records and
+/// never rewrites what it wrote), the last one `End`. [`super::decode_up`] checks every event
+/// before returning a journal; [`Journal::events`] then reads them again without failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Journal<'a> {
+    /// Per-boot sequence number, in finishing order (gaps mean lost requests).
     pub seq: u32,
     /// Ticks since boot at the request start.
     pub start: u64,
-    /// Ticks from start to finish.
-    pub duration: u32,
-    /// Spans in start order; span 0 is the root.
-    pub spans: heapless::Vec<WireSpan, MAX_SPANS>,
-    /// Request and span tags.
-    #[serde(borrow)]
-    pub tags: heapless::Vec<WireTag<'a>, MAX_TAGS>,
-    /// Spans and tags the device could not record in this request.
-    pub dropped: u32,
+    /// The encoded events (postcard, without COBS), `End` last.
+    pub events: &'a [u8],
 }
 
-/// One span: 4 fields, 4 to 14 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct WireSpan {
-    /// [`ROOT`], or the parent's index plus one (the parent always comes earlier).
-    pub parent: u8,
-    /// Name id of the operation.
-    pub name: u16,
-    /// Ticks from the parent's start (the request's start for the root).
-    pub start: u32,
-    /// Ticks from start to stop.
-    pub duration: u32,
-}
-
-/// One tag.
+/// One recorded step of a request. Times are deltas in ticks from the previous timed event
+/// (`Start`, `StartWith`, `Stop`, `End`), the first from the request start, so they are never
+/// negative and usually one or two bytes.
+///
+/// The gateway replays the events into a [`crate::Request`] with the same calls, so ignore
+/// flags, the span limit, tag replacement and nesting follow the core's rules exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct WireTag<'a> {
-    /// 0 for a request tag, or the span's index plus one.
-    pub target: u8,
-    /// Name id of the key.
-    pub key: u16,
-    /// The value.
-    #[serde(borrow)]
-    pub value: WireValue<'a>,
+pub enum Event<'a> {
+    /// Stops the innermost open span (variant 0). The root is stopped by `End` only.
+    Stop {
+        /// Ticks since the previous timed event.
+        delta: u32,
+    },
+    /// Opens a span under the innermost open span (variant 1); the first one is the root.
+    Start {
+        /// Name id of the operation.
+        name: u16,
+        /// Ticks since the previous timed event.
+        delta: u32,
+    },
+    /// `Start` with [`crate::SpanFlags`] bits (variant 2): 1 ignore, 2 ignore children.
+    StartWith {
+        /// Name id of the operation.
+        name: u16,
+        /// The flag bits.
+        flags: u8,
+        /// Ticks since the previous timed event.
+        delta: u32,
+    },
+    /// Tags the innermost open span (variant 3).
+    SpanTag {
+        /// Name id of the key.
+        key: u16,
+        /// The value.
+        #[serde(borrow)]
+        value: WireValue<'a>,
+    },
+    /// Tags the request (variant 4).
+    RequestTag {
+        /// Name id of the key.
+        key: u16,
+        /// The value.
+        #[serde(borrow)]
+        value: WireValue<'a>,
+    },
+    /// Stops every open span and finishes the request (variant 5): the last event.
+    End {
+        /// Ticks since the previous timed event.
+        delta: u32,
+        /// Spans and tags the device could not record in this request.
+        dropped: u32,
+    },
 }
 
 /// A tag value.

@@ -34,9 +34,11 @@ mod forward;
 
 pub use forward::{CoreAgentConnection, Dropped, Forward};
 
-/// Request storage used to rebuild one device request (the wire format's limits).
-type GatewayStorage =
-    Fixed<{ device::MAX_SPANS }, { device::MAX_TAGS }, 16384, { device::MAX_SPANS }>;
+/// Request storage used to rebuild one device request: a frame of at most
+/// [`device::MAX_FRAME`] bytes carries at most about 1 600 spans (5 bytes each at least) or
+/// 2 000 tags; past 1 024 spans or tags, 16 KiB of strings or 255 levels the core's drop
+/// counters count the rest.
+type GatewayStorage = Fixed<1024, 1024, 16384, 255>;
 
 /// Gateway settings.
 #[derive(Clone)]
@@ -316,6 +318,8 @@ fn peer_name(peer: SocketAddr) -> String {
 struct Device {
     id: String,
     firmware: String,
+    /// The device's span limit, from its hello.
+    span_limit: u32,
     clock: ClockSync,
     forward: Arc<dyn Forward>,
 }
@@ -408,6 +412,7 @@ impl Session<'_> {
                 self.device = Some(Device {
                     id,
                     firmware: h.firmware.to_string(),
+                    span_limit: h.span_limit,
                     clock,
                     forward,
                 });
@@ -452,7 +457,7 @@ impl Session<'_> {
         None
     }
 
-    fn on_request(&mut self, r: &device::WireRequest<'_>) {
+    fn on_request(&mut self, r: &device::Journal<'_>) {
         let Some(dev) = self.device.as_ref() else {
             return;
         };
@@ -469,7 +474,9 @@ impl Session<'_> {
             SplitMix64::new(self.nonce ^ (u64::from(r.seq) << 32) ^ hash(dev.id.as_bytes()));
         let ids = RequestIds::generate(&mut rng);
         let clock = dev.clock;
-        if let Err(e) = device::rebuild(r, &self.names, ids, |t| clock.to_wall(t), &mut self.req) {
+        let limit = dev.span_limit;
+        let to_wall = |t| clock.to_wall(t);
+        if let Err(e) = device::rebuild(r, &self.names, ids, limit, to_wall, &mut self.req) {
             log::debug!("{}: invalid request {}: {e}", self.key, r.seq);
             self.gw.stat(&self.key, |s| s.invalid_requests += 1);
             return;

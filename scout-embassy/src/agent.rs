@@ -247,9 +247,13 @@ pub(crate) fn now() -> u64 {
 }
 
 /// Adds `n` to a counter, saturating.
+#[inline(never)]
 pub(crate) fn bump(c: &mut u32, n: u32) {
     *c = c.saturating_add(n);
 }
+
+/// The slot of a transaction that got none (never an index).
+const NO_SLOT: usize = usize::MAX;
 
 /// One recording call on a transaction's slot.
 enum Op<'v> {
@@ -292,25 +296,22 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
     pub fn stats(&self) -> AgentStats {
         // Field by field: a plain struct copy links `memcpy` into firmware that otherwise
         // has no use for it.
+        let mut out = AgentStats::default();
         self.with(|st| {
-            let (s, d) = (&st.stats, &st.stats.drops);
-            AgentStats {
-                queued: s.queued,
-                sent: s.sent,
-                bytes_sent: s.bytes_sent,
-                links: s.links,
-                drops: DeviceDrops {
-                    queue_full: d.queue_full,
-                    no_link: d.no_link,
-                    too_large: d.too_large,
-                    no_slot: d.no_slot,
-                    items: d.items,
-                    names: d.names,
-                    link_errors: d.link_errors,
-                },
-            }
-        })
-        .unwrap_or_default()
+            let (s, d, o) = (&st.stats, &st.stats.drops, &mut out.drops);
+            out.queued = s.queued;
+            out.sent = s.sent;
+            out.bytes_sent = s.bytes_sent;
+            out.links = s.links;
+            o.queue_full = d.queue_full;
+            o.no_link = d.no_link;
+            o.too_large = d.too_large;
+            o.no_slot = d.no_slot;
+            o.items = d.items;
+            o.names = d.names;
+            o.link_errors = d.link_errors;
+        });
+        out
     }
 
     /// Finished requests waiting for the link.
@@ -324,17 +325,20 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
     /// no slot is idle).
     pub fn transaction(&self, operation: &'static str) -> Transaction<'_, SLOTS, NAMES, BUF, H> {
         let slot = match self.config.enabled {
-            true => self.apply(None, Op::Begin(operation)),
+            true => self.apply(NO_SLOT, Op::Begin(operation)),
             false => None,
         };
-        Transaction { agent: self, slot }
+        Transaction {
+            agent: self,
+            slot: slot.unwrap_or(NO_SLOT),
+        }
     }
 
     /// Applies one call to the recorder in `slot` (for [`Op::Begin`], an idle one), all in
     /// one critical section. Returns the slot `Begin` took, or whether `Start` recorded its
     /// span (as slot 0).
     #[inline(never)]
-    fn apply(&self, slot: Option<usize>, op: Op<'_>) -> Option<usize> {
+    fn apply(&self, slot: usize, op: Op<'_>) -> Option<usize> {
         let t = now();
         let out = self
             .with(|st| {
@@ -347,8 +351,7 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
                     waker,
                 } = st;
                 let i = match (slot, &op) {
-                    (Some(i), _) => i,
-                    (None, Op::Begin(_)) => {
+                    (NO_SLOT, Op::Begin(_)) => {
                         let Some(i) = slots.iter().position(Recorder::is_idle) else {
                             let d = &mut stats.drops;
                             match slots.iter().any(Recorder::is_done) {
@@ -359,7 +362,8 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
                         };
                         i
                     }
-                    (None, _) => return None,
+                    // `NO_SLOT` is no index: nothing happens.
+                    (i, _) => i,
                 };
                 let rec = slots.get_mut(i)?;
                 let name = match op {
@@ -400,7 +404,7 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
                 None
             })
             .flatten();
-        if slot.is_none() && out.is_none() {
+        if slot == NO_SLOT && out.is_none() {
             log_warn!("scout: no idle request slot");
         }
         out
@@ -419,7 +423,8 @@ pub struct Transaction<
     H: StateRef<SLOTS, NAMES, BUF> = AgentState<SLOTS, NAMES, BUF>,
 > {
     agent: &'a Agent<SLOTS, NAMES, BUF, H>,
-    slot: Option<usize>,
+    /// The slot, or [`NO_SLOT`].
+    slot: usize,
 }
 
 impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS, NAMES, BUF>>
@@ -437,7 +442,7 @@ impl<'a, const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<S
 {
     /// True if this transaction is being recorded.
     pub fn is_recording(&self) -> bool {
-        self.slot.is_some()
+        self.slot != NO_SLOT
     }
 
     /// Opens a span under the innermost open span (`flags`: [`SpanFlags::IGNORE`],
@@ -481,7 +486,7 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
     for Transaction<'_, SLOTS, NAMES, BUF, H>
 {
     fn drop(&mut self) {
-        if self.slot.is_some() {
+        if self.slot != NO_SLOT {
             self.agent.apply(self.slot, Op::Finish);
         }
     }

@@ -9,7 +9,7 @@ use scout_core::device::{
     self, Down, DownReader, FrameWriter, Hello, NameDef, PROTOCOL_VERSION, TimeSyncReply,
 };
 
-use crate::agent::{Agent, StateRef, bump, now};
+use crate::agent::{Agent, State, StateRef, bump, now};
 use crate::fmt::{log_debug, log_warn};
 
 /// Why [`Agent::run_link`] returned. Call it again with a fresh link to reconnect.
@@ -141,7 +141,7 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
                 Next::Skip => {}
             }
         };
-        // A frame taken from the queue that could not be written is lost.
+        // A request taken from its slot that could not be written is lost.
         self.with(|st| {
             st.link = false;
             if lost {
@@ -196,79 +196,95 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
                 bump(&mut st.stats.sent, 1);
                 bump(&mut st.stats.bytes_sent, wrote as u32);
             }
-            let hello = !sent.hello;
-            let reply = if hello { None } else { sent.sync.take() };
-            let name = st.names.len() > sent.names;
-            // The hello goes after a lone delimiter.
-            let lead = usize::from(hello);
-            if let Some(b) = buf.first_mut() {
-                *b = 0;
-            }
-            let mut w = FrameWriter::new(buf.get_mut(lead..).unwrap_or(&mut []));
-            if !hello && reply.is_none() && !name {
-                // The oldest finished request: the furthest behind the next number.
-                let next = st.seq;
-                let oldest = st
-                    .slots
-                    .iter_mut()
-                    .filter(|r| r.is_done())
-                    .max_by_key(|r| next.wrapping_sub(r.seq()));
-                if let Some(rec) = oldest {
-                    rec.write_frame(&mut w);
-                    rec.reset();
-                    // Fits: a slot's frame fits `BUF` bytes.
-                    return match w.finish() {
-                        Ok(n) => Next::Write(n, true),
-                        Err(_) => Next::Skip,
-                    };
-                }
-            }
-            if hello {
-                log_debug!("scout: link attached");
-                st.link = true;
-                bump(&mut st.stats.links, 1);
-                sent.hello = true;
-                w.hello(&Hello {
-                    version: PROTOCOL_VERSION,
-                    device_id: self.config.device_id,
-                    firmware: self.config.firmware,
-                    token: self.config.token,
-                    tick_hz: device::MICROS_HZ,
-                    uptime: now(),
-                    span_limit: self.config.span_limit,
-                });
-            } else if let Some(r) = reply {
-                w.time_sync(&r);
-            } else if name {
-                sent.names += 1;
-                let id = u16::try_from(sent.names).unwrap_or(u16::MAX);
-                // An id without a name (never happens) is skipped.
-                let Some(name) = st.names.get(id) else {
-                    return Next::Skip;
-                };
-                w.name(&NameDef { id, name });
-            } else {
-                // A change check, not a count: the counters only grow (or stay saturated), so
-                // their sum changes whenever one does (short of 2^32 drops between two calls).
-                let total = st
-                    .stats
-                    .drops
-                    .counts()
-                    .iter()
-                    .fold(0u32, |a, &v| a.wrapping_add(v));
-                if sent.drops == Some(total) {
-                    st.waker = Some(waker.clone());
-                    return Next::Idle;
-                }
-                sent.drops = Some(total);
-                w.drops(&st.stats.drops);
-            }
-            match w.finish() {
-                Ok(n) => Next::Write(n + lead, false),
-                Err(_) if hello => Next::Fail,
-                Err(_) => Next::Skip,
+            match self.encode(st, buf, sent, waker) {
+                Ok((n, request)) => Next::Write(n, request),
+                Err(step) => step,
             }
         })
         .unwrap_or(Next::Idle)
+    }
+
+    /// Encodes the next message into `out`: its length and whether it is a request, or the
+    /// step to take instead.
+    fn encode(
+        &self,
+        st: &mut State<SLOTS, NAMES, BUF>,
+        out: &mut [u8],
+        sent: &mut Sent,
+        waker: &Waker,
+    ) -> Result<(usize, bool), Next> {
+        let State {
+            slots,
+            names,
+            stats,
+            seq,
+            link,
+            waker: wake_slot,
+        } = st;
+        let hello = !sent.hello;
+        let reply = if hello { None } else { sent.sync.take() };
+        let name = names.len() > sent.names;
+        // The hello goes after a lone delimiter.
+        let lead = usize::from(hello);
+        if let Some(b) = out.first_mut() {
+            *b = 0;
+        }
+        let mut w = FrameWriter::new(out.get_mut(lead..).unwrap_or(&mut []));
+        // The oldest finished request: the furthest behind the next number.
+        let next = *seq;
+        let oldest = slots
+            .iter_mut()
+            .filter(|r| r.is_done())
+            .max_by_key(|r| next.wrapping_sub(r.seq()));
+        let mut request = false;
+        if hello {
+            log_debug!("scout: link attached");
+            *link = true;
+            bump(&mut stats.links, 1);
+            sent.hello = true;
+            w.hello(&Hello {
+                version: PROTOCOL_VERSION,
+                device_id: self.config.device_id,
+                firmware: self.config.firmware,
+                token: self.config.token,
+                tick_hz: device::MICROS_HZ,
+                uptime: now(),
+                span_limit: self.config.span_limit,
+            });
+        } else if let Some(r) = reply {
+            w.time_sync(&r);
+        } else if name {
+            sent.names += 1;
+            let id = u16::try_from(sent.names).unwrap_or(u16::MAX);
+            // An id without a name (never happens) is skipped.
+            let Some(name) = names.get(id) else {
+                return Err(Next::Skip);
+            };
+            w.name(&NameDef { id, name });
+        } else if let Some(rec) = oldest {
+            // Fits: a slot's frame fits `BUF` bytes.
+            rec.write_frame(&mut w);
+            rec.reset();
+            request = true;
+        } else {
+            // A change check, not a count: the counters only grow (or stay saturated), so
+            // their sum changes whenever one does (short of 2^32 drops between two calls).
+            let total = stats
+                .drops
+                .counts()
+                .iter()
+                .fold(0u32, |a, &v| a.wrapping_add(v));
+            if sent.drops == Some(total) {
+                *wake_slot = Some(waker.clone());
+                return Err(Next::Idle);
+            }
+            sent.drops = Some(total);
+            w.drops(&stats.drops);
+        }
+        match w.finish() {
+            Ok(n) => Ok((n + lead, request)),
+            Err(_) if hello => Err(Next::Fail),
+            Err(_) => Err(Next::Skip),
+        }
     }
 }

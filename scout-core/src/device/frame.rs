@@ -36,6 +36,8 @@ pub struct FrameWriter<'b> {
     code: usize,
     /// Offset of the next data byte.
     pos: usize,
+    /// No COBS: the values' bytes as they are (see [`FrameWriter::plain`]).
+    plain: bool,
 }
 
 impl<'b> FrameWriter<'b> {
@@ -45,7 +47,26 @@ impl<'b> FrameWriter<'b> {
             buf,
             code: 0,
             pos: 1,
+            plain: false,
         }
+    }
+
+    /// A writer of postcard bytes without COBS, from index `at` of `buf` (how a
+    /// [`super::Recorder`] appends events): bytes past the end are counted, not stored; read
+    /// the end with [`FrameWriter::position`]. Not for [`FrameWriter::finish`].
+    pub fn plain(buf: &'b mut [u8], at: usize) -> Self {
+        Self {
+            buf,
+            code: 0,
+            pos: at,
+            plain: true,
+        }
+    }
+
+    /// Index of the next byte (for a [`FrameWriter::plain`] writer, the end of what was
+    /// written, whether or not it fit).
+    pub fn position(&self) -> usize {
+        self.pos
     }
 
     fn put(&mut self, at: usize, b: u8) {
@@ -64,7 +85,10 @@ impl<'b> FrameWriter<'b> {
 
     /// One raw byte (postcard's `u8` and `bool`).
     pub fn u8(&mut self, b: u8) {
-        if b == 0 {
+        if self.plain {
+            self.put(self.pos, b);
+            self.pos = self.pos.saturating_add(1);
+        } else if b == 0 {
             self.close();
         } else {
             self.put(self.pos, b);

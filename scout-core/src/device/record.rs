@@ -3,6 +3,7 @@
 //! encode pass at the end, no serde).
 
 use super::frame::FrameWriter;
+use super::wire::WireValue;
 use crate::request::SpanFlags;
 use crate::value::Value;
 
@@ -166,16 +167,17 @@ impl<const N: usize> Recorder<N> {
             return self.drop_start();
         }
         // Room for this span's stop, and for those of the open ones but the root.
-        let keep = self.open.saturating_mul(STOP_MAX) + END_MAX;
+        // `open` is at most N / 3 (a start takes 3 bytes): no overflow.
+        let keep = self.open * STOP_MAX + END_MAX;
         let mut w = self.cursor();
         let bits = u8::from(flags.contains(SpanFlags::IGNORE))
             | (u8::from(flags.contains(SpanFlags::IGNORE_CHILDREN)) << 1);
-        w.byte(1 + u8::from(bits != 0));
+        w.u8(1 + u8::from(bits != 0));
         w.varint(u32::from(name));
         if bits != 0 {
-            w.byte(bits);
+            w.u8(bits);
         }
-        let at = w.pos;
+        let at = w.position();
         if self.timed(at, now, keep) {
             self.open += 1;
             true
@@ -207,8 +209,8 @@ impl<const N: usize> Recorder<N> {
             self.skipped -= 1;
         } else if self.open > 1 {
             let mut w = self.cursor();
-            w.byte(0);
-            let at = w.pos;
+            w.u8(0);
+            let at = w.position();
             // Fits: room for it was kept when the span started.
             self.timed(at, now, 0);
             self.open -= 1;
@@ -222,30 +224,12 @@ impl<const N: usize> Recorder<N> {
         if self.state != State::Open || (!request && self.skipped > 0) {
             return self.count();
         }
-        let keep = self.open.saturating_sub(1).saturating_mul(STOP_MAX) + END_MAX;
+        let keep = self.open.saturating_sub(1) * STOP_MAX + END_MAX;
         let mut w = self.cursor();
-        w.byte(3 + u8::from(request));
+        w.u8(3 + u8::from(request));
         w.varint(u32::from(key));
-        match value {
-            Value::Null => w.byte(0),
-            Value::Bool(b) => {
-                w.byte(1);
-                w.byte(u8::from(b));
-            }
-            Value::Int(i) => {
-                w.byte(2);
-                w.varint64(((i << 1) ^ (i >> 63)) as u64);
-            }
-            Value::Float(f) => {
-                w.byte(3);
-                for b in f.to_bits().to_le_bytes() {
-                    w.byte(b);
-                }
-            }
-            Value::Str(s) | Value::Static(s) => w.text(s),
-            Value::Json(j) => w.text(j.as_str()),
-        }
-        let at = w.pos;
+        w.value(&WireValue::from(value));
+        let at = w.position();
         if at + keep <= Self::CAP {
             self.len = at;
         } else {
@@ -263,11 +247,11 @@ impl<const N: usize> Recorder<N> {
         }
         let (dropped, d) = (self.dropped, delta(self.last, now));
         let mut w = self.cursor();
-        w.byte(5);
+        w.u8(5);
         w.varint(d);
         w.varint(dropped);
         // Fits: room for it was kept by every event.
-        self.len = w.pos;
+        self.len = w.position();
         self.seq = seq;
         self.state = State::Done;
         true
@@ -277,25 +261,21 @@ impl<const N: usize> Recorder<N> {
     /// bytes, keeping `keep` bytes free; false (nothing written) when it does not fit.
     #[inline(never)]
     fn timed(&mut self, at: usize, now: u64, keep: usize) -> bool {
-        let mut w = Cursor {
-            buf: &mut self.buf,
-            pos: at,
-        };
-        w.varint(delta(self.last, now));
-        if w.pos + keep > Self::CAP {
+        let d = delta(self.last, now);
+        let mut w = FrameWriter::plain(&mut self.buf, at);
+        w.varint(d);
+        let end = w.position();
+        if end + keep > Self::CAP {
             return false;
         }
-        self.len = w.pos;
+        self.len = end;
         self.last = now.max(self.last);
         true
     }
 
-    /// A cursor at the end of the events.
-    fn cursor(&mut self) -> Cursor<'_> {
-        Cursor {
-            buf: &mut self.buf,
-            pos: self.len,
-        }
+    /// A writer at the end of the events.
+    fn cursor(&mut self) -> FrameWriter<'_> {
+        FrameWriter::plain(&mut self.buf, self.len)
     }
 
     /// Writes the finished request as [`Up::Request`](super::Up::Request): the variant,
@@ -309,46 +289,4 @@ impl<const N: usize> Recorder<N> {
 /// Ticks from `from` to `to`, clamped to 32 bits (0 if the clock went back).
 fn delta(from: u64, to: u64) -> u32 {
     u32::try_from(to.saturating_sub(from)).unwrap_or(u32::MAX)
-}
-
-/// Writes postcard's primitives into the event buffer; bytes past its end are not stored, but
-/// counted in `pos` (the caller then keeps its old length).
-struct Cursor<'b> {
-    buf: &'b mut [u8],
-    pos: usize,
-}
-
-impl Cursor<'_> {
-    fn byte(&mut self, b: u8) {
-        if let Some(slot) = self.buf.get_mut(self.pos) {
-            *slot = b;
-        }
-        self.pos = self.pos.saturating_add(1);
-    }
-
-    fn varint(&mut self, v: u32) {
-        self.varint64(u64::from(v));
-    }
-
-    fn varint64(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.byte((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.byte(v as u8);
-    }
-
-    /// WireValue::Str: variant 4, length, bytes.
-    fn text(&mut self, s: &str) {
-        self.byte(4);
-        self.varint64(s.len() as u64);
-        for &b in s.as_bytes() {
-            if self.pos >= self.buf.len() {
-                // Too long: stop copying, the event is dropped anyway.
-                self.pos = usize::MAX / 2;
-                return;
-            }
-            self.byte(b);
-        }
-    }
 }

@@ -182,6 +182,21 @@ pub enum WireValue<'a> {
     Str(&'a str),
 }
 
+impl<'a> From<crate::Value<'a>> for WireValue<'a> {
+    /// A core tag value as it travels (JSON text as a string).
+    fn from(v: crate::Value<'a>) -> Self {
+        use crate::Value;
+        match v {
+            Value::Null => Self::Null,
+            Value::Bool(b) => Self::Bool(b),
+            Value::Int(i) => Self::Int(i),
+            Value::Float(f) => Self::Float(f),
+            Value::Str(s) | Value::Static(s) => Self::Str(s),
+            Value::Json(j) => Self::Str(j.as_str()),
+        }
+    }
+}
+
 /// Cumulative counts since boot of what the device dropped. All saturate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -98,6 +98,8 @@ pub(crate) struct State<const SLOTS: usize, const NAMES: usize, const BUF: usize
     pub(crate) stats: AgentStats,
     /// The sequence number of the next finished request.
     pub(crate) seq: u32,
+    /// The sequence number of the oldest finished request not yet sent (`seq` when none).
+    pub(crate) unsent: u32,
     pub(crate) link: bool,
     pub(crate) waker: Option<Waker>,
 }
@@ -129,6 +131,7 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize> AgentState<SLOTS,
                     drops: ZERO_DROPS,
                 },
                 seq: 0,
+                unsent: 0,
                 link: false,
                 waker: None,
             })),
@@ -316,7 +319,8 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
 
     /// Finished requests waiting for the link.
     pub fn pending(&self) -> usize {
-        self.with(|st| st.slots.iter().filter(|r| r.is_done()).count())
+        // Numbers `unsent..seq` are waiting (at most `SLOTS`).
+        self.with(|st| st.seq.wrapping_sub(st.unsent) as usize)
             .unwrap_or(0)
     }
 
@@ -349,6 +353,7 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
                     seq,
                     link,
                     waker,
+                    ..
                 } = st;
                 let i = match (slot, &op) {
                     (NO_SLOT, Op::Begin(_)) => {

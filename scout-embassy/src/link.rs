@@ -217,9 +217,10 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
             slots,
             names,
             stats,
-            seq,
+            unsent,
             link,
             waker: wake_slot,
+            ..
         } = st;
         let hello = !sent.hello;
         let reply = if hello { None } else { sent.sync.take() };
@@ -230,12 +231,12 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
             *b = 0;
         }
         let mut w = FrameWriter::new(out.get_mut(lead..).unwrap_or(&mut []));
-        // The oldest finished request: the furthest behind the next number.
-        let next = *seq;
+        // The oldest finished request. Finished requests hold the numbers from `sent` to
+        // `seq` (each finish takes the next number, each send the oldest), so the oldest is
+        // the one numbered `sent`.
         let oldest = slots
             .iter_mut()
-            .filter(|r| r.is_done())
-            .max_by_key(|r| next.wrapping_sub(r.seq()));
+            .find(|r| r.is_done() && r.seq() == *unsent);
         let mut request = false;
         if hello {
             log_debug!("scout: link attached");
@@ -265,21 +266,23 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
             // Fits: a slot's frame fits `BUF` bytes.
             rec.write_frame(&mut w);
             rec.reset();
+            *unsent = unsent.wrapping_add(1);
             request = true;
         } else {
             // A change check, not a count: the counters only grow (or stay saturated), so
             // their sum changes whenever one does (short of 2^32 drops between two calls).
-            let total = stats
-                .drops
-                .counts()
-                .iter()
-                .fold(0u32, |a, &v| a.wrapping_add(v));
+            let counts = stats.drops.counts();
+            let total = counts.iter().fold(0u32, |a, &v| a.wrapping_add(v));
             if sent.drops == Some(total) {
                 *wake_slot = Some(waker.clone());
                 return Err(Next::Idle);
             }
             sent.drops = Some(total);
-            w.drops(&stats.drops);
+            // `Up::Drops`, variant 3.
+            w.u8(3);
+            for &v in &counts {
+                w.varint(v);
+            }
         }
         match w.finish() {
             Ok(n) => Ok((n + lead, request)),

@@ -437,7 +437,7 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Transaction")
-            .field("slot", &self.slot)
+            .field("recording", &self.is_recording())
             .finish()
     }
 }

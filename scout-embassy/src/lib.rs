@@ -1,17 +1,17 @@
 //! # scout-embassy
 //!
 //! The Scout APM span model on a microcontroller: a `#![no_std]`, allocation-free static agent
-//! for Embassy firmware. Transactions and spans are recorded with the semantics of the std
-//! agent's [`scout_core::Request`] by a compact device recorder
-//! ([`scout_core::device::Recorder`]: fixed tables of spans and tags, names as small ids);
-//! finished requests are encoded in the compact device wire format ([`scout_core::device`],
-//! about 5–8 bytes per span, written by a hand-written encoder: no serde or postcard code on
-//! the device) straight into a bounded queue, and a forwarding task drains the queue to any
-//! [`embedded_io_async::Write`] link (UART, USB CDC, TCP) towards a gateway, which turns them
-//! into core-agent commands.
+//! for Embassy firmware. Each transaction takes a request slot and its calls are appended there
+//! as the events of the compact device wire format ([`scout_core::device`]: span start, stop,
+//! tag, end; names as small ids; usually 5-7 bytes per span, written by hand: no serde or
+//! postcard code on the device) by [`scout_core::device::Recorder`]. A forwarding task sends
+//! finished requests from their slots to any [`embedded_io_async::Write`] link (UART, USB CDC,
+//! TCP) towards a gateway, which replays them into a [`scout_core::Request`] (the std agent's
+//! span model and rules) and turns them into core-agent commands.
 //!
 //! The firmware never blocks, never panics and never waits for a host: when no link is
-//! attached or the queue is full, finished requests are dropped and counted
+//! attached, finished requests are dropped, when every slot is busy new transactions record
+//! nothing, and when a slot is full the events that do not fit are dropped, all counted
 //! ([`scout_core::device::DeviceDrops`], also sent to the gateway).
 //!
 //! ```no_run

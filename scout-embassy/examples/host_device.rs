@@ -61,8 +61,8 @@ async fn link_serial(path: String) {
 async fn main_task(count: u32) {
     app::wait_for_link().await;
     app::sensor_loop(count, 20).await;
-    // Let the link drain the queue, then report and exit.
-    while app::AGENT.queued_bytes() > 0 {
+    // Let the link send every finished request, then report and exit.
+    while app::AGENT.pending() > 0 {
         Timer::after_millis(10).await;
     }
     Timer::after_millis(200).await;

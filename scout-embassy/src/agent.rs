@@ -1,5 +1,5 @@
-//! The static agent: request recorders, name table and the send queue behind a critical
-//! section.
+//! The static agent: request slots (recorders, and the send queue), name table and counters
+//! behind a critical section.
 
 use core::cell::RefCell;
 use core::task::Waker;
@@ -8,7 +8,7 @@ use critical_section::Mutex;
 use scout_core::device::{DeviceDrops, NO_NAME, NameTable, Recorder};
 use scout_core::{SpanFlags, Value};
 
-use crate::fmt::{log_debug, log_warn};
+use crate::fmt::log_warn;
 
 /// What the agent needs to know, built with `const` setters.
 #[derive(Debug, Clone, Copy)]
@@ -100,7 +100,8 @@ pub(crate) struct State<const SLOTS: usize, const NAMES: usize, const BUF: usize
     pub(crate) seq: u32,
     /// The sequence number of the oldest finished request not yet sent (`seq` when none).
     pub(crate) unsent: u32,
-    pub(crate) link: bool,
+    /// The link took a request from its slot and has not finished writing it.
+    pub(crate) in_flight: bool,
     pub(crate) waker: Option<Waker>,
 }
 
@@ -132,7 +133,7 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize> AgentState<SLOTS,
                 },
                 seq: 0,
                 unsent: 0,
-                link: false,
+                in_flight: false,
                 waker: None,
             })),
         }
@@ -200,8 +201,8 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize> StateRef<SLOTS, N
 /// [`scout_core::device::Recorder`]: 5 to 7 bytes per span, usually); a finished one waits in
 /// its slot until the link task ([`Agent::run_link`]) copies it out as a frame, so the slots
 /// are also the send queue. A transaction that finds no idle slot records nothing and is
-/// counted (`queue_full` when finished requests are waiting for the link, `no_slot` when all
-/// slots are recording).
+/// counted (`queue_full` when finished requests are waiting for the link, `no_link` when they
+/// are and no link ever attached, `no_slot` when all slots are recording).
 ///
 /// Put it in a `static` ([`Agent::new`] is `const`); every method takes `&self` and is usable
 /// from any task or interrupt handler. State lives behind a `critical-section` mutex; each call
@@ -351,18 +352,24 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
                     names,
                     stats,
                     seq,
-                    link,
                     waker,
                     ..
                 } = st;
                 let i = match (slot, &op) {
                     (NO_SLOT, Op::Begin(_)) => {
                         let Some(i) = slots.iter().position(Recorder::is_idle) else {
+                            // Finished requests wait for a link that never came, for
+                            // the link, or every slot is recording.
                             let d = &mut stats.drops;
-                            match slots.iter().any(Recorder::is_done) {
-                                true => bump(&mut d.queue_full, 1),
-                                false => bump(&mut d.no_slot, 1),
-                            }
+                            let waiting = slots.iter().any(Recorder::is_done);
+                            bump(
+                                match (waiting, stats.links) {
+                                    (true, 0) => &mut d.no_link,
+                                    (true, _) => &mut d.queue_full,
+                                    _ => &mut d.no_slot,
+                                },
+                                1,
+                            );
                             return None;
                         };
                         i
@@ -390,11 +397,8 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
                     Op::Tag(request, _, value) => rec.tag(request, name, value),
                     Op::Finish => {
                         bump(&mut stats.drops.items, rec.dropped());
-                        if !*link {
-                            log_debug!("scout: no link, request dropped");
-                            bump(&mut stats.drops.no_link, 1);
-                            rec.reset();
-                        } else if rec.finish(t, *seq) {
+                        // It waits in its slot for a link.
+                        if rec.finish(t, *seq) {
                             *seq = seq.wrapping_add(1);
                             bump(&mut stats.queued, 1);
                         } else {

@@ -9,9 +9,9 @@
 //! TCP) towards a gateway, which replays them into a [`scout_core::Request`] (the std agent's
 //! span model and rules) and turns them into core-agent commands.
 //!
-//! The firmware never blocks, never panics and never waits for a host: when no link is
-//! attached, finished requests are dropped, when every slot is busy new transactions record
-//! nothing, and when a slot is full the events that do not fit are dropped, all counted
+//! The firmware never blocks, never panics and never waits for a host: finished requests wait
+//! in their slots for a link; when every slot is busy new transactions record nothing, and
+//! when a slot is full the events that do not fit are dropped, all counted
 //! ([`scout_core::device::DeviceDrops`], also sent to the gateway).
 //!
 //! ```no_run

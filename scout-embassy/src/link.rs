@@ -62,9 +62,8 @@ struct Sent {
 
 /// The writer's next step.
 enum Next {
-    /// Write this many bytes from the start of the buffer; `true` for a request taken from
-    /// its slot (lost if the write fails).
-    Write(usize, bool),
+    /// Write this many bytes from the start of the buffer.
+    Write(usize),
     /// A message did not fit the buffer and was skipped: look again.
     Skip,
     /// Nothing to send.
@@ -83,10 +82,13 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
     /// the drop counters when they change, and answers the gateway's time-sync requests read
     /// from `reader`.
     ///
-    /// While no link is attached, finished requests are dropped and counted (`no_link`).
-    /// A frame being written when the link fails is counted in `link_errors`. `reader` must be
-    /// the same link's receive half; a `read` is always pending on it (polled whenever the
-    /// task runs, between writes) and is dropped only when the link ends.
+    /// While no link is attached, finished requests wait in their slots for the next link;
+    /// transactions that find every slot waiting are counted (`no_link` before the first
+    /// link, `queue_full` after). A request being written when the link fails, or when this
+    /// future is dropped, is lost and counted in `link_errors` (on a drop, when the next link
+    /// attaches). `reader` must be the same link's receive half; a `read` is always pending on
+    /// it (polled whenever the task runs, between writes) and is dropped only when the link
+    /// ends.
     pub async fn run_link<R: Read, W: Write>(&self, reader: R, mut writer: W) -> LinkEnd {
         // One buffer for every message, and one write per step: the messages are chosen and
         // encoded by `next` and the gateway's bytes parsed by `received` (neither async), so
@@ -103,7 +105,6 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
         let mut rx = DownReader::new();
         // The pending read owns the receive half and hands it back with what it read.
         let mut read = pin!(read_some(reader));
-        let mut lost = false;
         let end = loop {
             let step = poll_fn(|cx| {
                 while let Poll::Ready((reader, got, chunk)) = read.as_mut().poll(cx) {
@@ -121,9 +122,8 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
             })
             .await;
             match step {
-                Next::Write(n, queued) => {
+                Next::Write(n) => {
                     if !write_all(&mut writer, buf.get(..n).unwrap_or(&[])).await {
-                        lost = queued;
                         break LinkEnd::Write;
                     }
                     // Counted by the next call to `next`, right away.
@@ -142,12 +142,7 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
             }
         };
         // A request taken from its slot that could not be written is lost.
-        self.with(|st| {
-            st.link = false;
-            if lost {
-                bump(&mut st.stats.drops.link_errors, 1);
-            }
-        });
+        self.with(lose_in_flight);
         end
     }
 
@@ -192,19 +187,25 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
     fn next(&self, buf: &mut [u8], sent: &mut Sent, waker: &Waker) -> Next {
         let wrote = core::mem::take(&mut sent.wrote);
         self.with(|st| {
+            if !sent.hello {
+                // A new link: the previous one's future was dropped while writing a request.
+                lose_in_flight(st);
+            }
             if wrote > 0 {
+                // Whatever was written arrived whole.
+                st.in_flight = false;
                 bump(&mut st.stats.sent, 1);
                 bump(&mut st.stats.bytes_sent, wrote as u32);
             }
             match self.encode(st, buf, sent, waker) {
-                Ok((n, request)) => Next::Write(n, request),
+                Ok(n) => Next::Write(n),
                 Err(step) => step,
             }
         })
         .unwrap_or(Next::Idle)
     }
 
-    /// Encodes the next message into `out`: its length and whether it is a request, or the
+    /// Encodes the next message into `out`: its length, or the
     /// step to take instead.
     fn encode(
         &self,
@@ -212,13 +213,13 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
         out: &mut [u8],
         sent: &mut Sent,
         waker: &Waker,
-    ) -> Result<(usize, bool), Next> {
+    ) -> Result<usize, Next> {
         let State {
             slots,
             names,
             stats,
             unsent,
-            link,
+            in_flight,
             waker: wake_slot,
             ..
         } = st;
@@ -234,13 +235,9 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
         // The oldest finished request. Finished requests hold the numbers from `sent` to
         // `seq` (each finish takes the next number, each send the oldest), so the oldest is
         // the one numbered `sent`.
-        let oldest = slots
-            .iter_mut()
-            .find(|r| r.is_done() && r.seq() == *unsent);
-        let mut request = false;
+        let oldest = slots.iter_mut().find(|r| r.is_done() && r.seq() == *unsent);
         if hello {
             log_debug!("scout: link attached");
-            *link = true;
             bump(&mut stats.links, 1);
             sent.hello = true;
             w.hello(&Hello {
@@ -267,7 +264,7 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
             rec.write_frame(&mut w);
             rec.reset();
             *unsent = unsent.wrapping_add(1);
-            request = true;
+            *in_flight = true;
         } else {
             // A change check, not a count: the counters only grow (or stay saturated), so
             // their sum changes whenever one does (short of 2^32 drops between two calls).
@@ -285,9 +282,18 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
             }
         }
         match w.finish() {
-            Ok(n) => Ok((n + lead, request)),
+            Ok(n) => Ok(n + lead),
             Err(_) if hello => Err(Next::Fail),
             Err(_) => Err(Next::Skip),
         }
+    }
+}
+
+/// Counts the request the link took from its slot but did not finish writing as lost.
+fn lose_in_flight<const SLOTS: usize, const NAMES: usize, const BUF: usize>(
+    st: &mut State<SLOTS, NAMES, BUF>,
+) {
+    if core::mem::take(&mut st.in_flight) {
+        bump(&mut st.stats.drops.link_errors, 1);
     }
 }

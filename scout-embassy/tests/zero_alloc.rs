@@ -1,5 +1,5 @@
-//! The agent never allocates: 10 000 transactions with nested spans and tags, each finished
-//! into an encoded frame and written by the link task, on embassy-executor (std), under a
+//! The agent never allocates: 10 000 transactions with nested spans and tags, each recorded in
+//! a request slot and written by the link task as a frame, on embassy-executor (std), under a
 //! global allocator that counts every allocation the executor's thread makes while measured.
 // A counting `GlobalAlloc` needs `unsafe impl`; it only forwards to the system allocator.
 #![allow(unsafe_code)]
@@ -103,7 +103,7 @@ impl Write for Sink {
     }
 }
 
-/// The default agent (`DeviceStorage`, 2 slots, 32 names, 512-byte queue, 256-byte frames).
+/// The default agent (4 slots of 128 bytes, 32 names).
 static AGENT: Agent = Agent::new(
     AgentConfig::new()
         .device_id("alloc-free")
@@ -155,7 +155,7 @@ async fn producer() {
         // Let the link task drain the frame (and, the first time, the name definitions).
         yield_now().await;
     }
-    while AGENT.queued_bytes() > 0 {
+    while AGENT.pending() > 0 {
         yield_now().await;
     }
     MEASURING.with(|m| m.set(false));

@@ -181,9 +181,9 @@ pub fn scan(data: &[u8]) -> ScanStats {
         Ok(Up::Request(r)) => {
             stats.frames += 1;
             stats.requests += 1;
-            let starts = r.events().filter(|e| {
-                matches!(e, Event::Start { .. } | Event::StartWith { .. })
-            });
+            let starts = r
+                .events()
+                .filter(|e| matches!(e, Event::Start { .. } | Event::StartWith { .. }));
             stats.spans += starts.count() as u32;
         }
         Ok(_) => stats.frames += 1,

@@ -209,7 +209,11 @@ impl<'b> FrameWriter<'b> {
                 self.varint(delta);
             }
             Event::SpanTag { key, value } | Event::RequestTag { key, value } => {
-                self.u8(if matches!(e, Event::SpanTag { .. }) { 3 } else { 4 });
+                self.u8(if matches!(e, Event::SpanTag { .. }) {
+                    3
+                } else {
+                    4
+                });
                 self.varint(u32::from(key));
                 self.value(&value);
             }

@@ -76,6 +76,8 @@ pub fn rebuild<S: Storage, N: NameSource + ?Sized>(
         let (name_id, flags, delta) = match e {
             Event::Start { name, delta } => (name, 0, delta),
             Event::StartWith { name, flags, delta } => (name, flags, delta),
+            // Anything but a start before the root (a stop too) means there is no root.
+            _ if open == 0 => return Err(InvalidRequest::NoRoot),
             Event::Stop { delta } => {
                 if open <= 1 {
                     return Err(InvalidRequest::Nesting);
@@ -84,7 +86,6 @@ pub fn rebuild<S: Storage, N: NameSource + ?Sized>(
                 let _ = out.stop_span(at(delta));
                 continue;
             }
-            _ if open == 0 => return Err(InvalidRequest::NoRoot),
             Event::End { delta, dropped } => {
                 out.finish(at(delta));
                 out.mark_real();

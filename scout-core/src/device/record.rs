@@ -34,8 +34,9 @@ enum State {
 /// sent in the `End` event): room for the `Stop` of every open span and for `End` is kept, so a
 /// full buffer never leaves a span without its stop; once a `Start` is dropped, its whole
 /// subtree is. Names and tag keys are name ids (see [`super::NameTable`]); times are ticks
-/// (scout-embassy uses microseconds), deltas past 2³² ticks are clamped. Nothing here panics or
-/// allocates.
+/// (scout-embassy uses microseconds) from a clock that does not go back (a time before the
+/// previous event's is recorded as no time passing, and later deltas count from it); deltas
+/// past 2³² ticks are clamped. Nothing here panics or allocates.
 ///
 /// ```
 /// use scout_core::device::{decode_up, Event, FrameWriter, Recorder, Up};
@@ -269,7 +270,7 @@ impl<const N: usize> Recorder<N> {
             return false;
         }
         self.len = end;
-        self.last = now.max(self.last);
+        self.last = now;
         true
     }
 

@@ -201,15 +201,16 @@ impl<'a> From<crate::Value<'a>> for WireValue<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct DeviceDrops {
-    /// Finished requests dropped because the send queue was full.
+    /// Transactions not recorded because the request slots held finished requests waiting for
+    /// the link (the send queue was full).
     pub queue_full: u32,
-    /// Finished requests dropped because no link was attached.
+    /// As `queue_full`, before any link had attached since boot.
     pub no_link: u32,
-    /// Finished requests dropped because they did not fit one frame.
+    /// Requests not sent because even their root span did not fit a slot.
     pub too_large: u32,
-    /// Transactions not recorded because every request slot was busy.
+    /// Transactions not recorded because every request slot was recording.
     pub no_slot: u32,
-    /// Spans and tags not recorded inside requests (capacity, depth, span limit).
+    /// Spans and tags not recorded inside requests (no room left in the slot).
     pub items: u32,
     /// Names that did not fit the name table (sent as [`NO_NAME`]).
     pub names: u32,

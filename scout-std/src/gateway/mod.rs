@@ -6,7 +6,14 @@
 //!   [`device::MAX_FRAME`] bytes and its own forwarding queue and core-agent connection (see
 //!   [`Forward`]); a device that floods, stalls or sends garbage only loses its own data.
 //! - **Garbage.** A bad frame costs only itself: decoding resumes at the next `0x00`. Every bad
-//!   frame is counted per device ([`DeviceStats::bad_frames`]).
+//!   frame is counted per device ([`DeviceStats::bad_frames`]; before the hello, under the
+//!   link's name, then moved to the device).
+//! - **Requests.** A device request is a journal of events ([`device::Journal`]); the gateway
+//!   replays it into a core [`Request`] with [`device::rebuild`] and the span limit from the
+//!   device's hello, so ignore flags, the span limit and tag replacement apply as on a server,
+//!   then tags it with `device.id` and `device.firmware`. A journal that does not replay
+//!   (bad nesting, no root) is counted in [`DeviceStats::invalid_requests`]; gaps in the
+//!   sequence numbers in [`DeviceStats::lost`].
 //! - **Keys.** The gateway holds the Scout key and app name; devices present a per-device or a
 //!   fleet token in their hello and are rejected (with [`Down::Reject`]) when unknown.
 //! - **Time.** Device times are ticks since boot. The gateway sends [`Down::TimeSync`] when a
@@ -31,13 +38,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 mod forward;
+#[cfg(test)]
+mod tests;
 
 pub use forward::{CoreAgentConnection, Dropped, Forward};
 
-/// Request storage used to rebuild one device request: a frame of at most
-/// [`device::MAX_FRAME`] bytes carries at most about 1 600 spans (5 bytes each at least) or
-/// 2 000 tags; past 1 024 spans or tags, 16 KiB of strings or 255 levels the core's drop
-/// counters count the rest.
+/// Request storage used to replay one device request: a frame of at most
+/// [`device::MAX_FRAME`] bytes carries at most about 2 700 span starts (3 bytes each at least,
+/// 5 with their stop) or 2 700 tags (3 bytes); past 1 024 spans or tags, 16 KiB of strings or
+/// 255 levels the core's drop counters count the rest, as on a server.
 type GatewayStorage = Fixed<1024, 1024, 16384, 255>;
 
 /// Gateway settings.
@@ -109,23 +118,26 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct DeviceStats {
     /// Connections accepted.
     pub connections: u64,
-    /// Frames decoded.
+    /// Frames decoded (every message: hello, names, requests, drops, time-sync replies).
     pub frames: u64,
     /// Frames that failed to decode (COBS, payload or length).
     pub bad_frames: u64,
     /// Requests received.
     pub requests: u64,
-    /// Requests refused as malformed.
+    /// Requests refused: a journal that does not replay (bad nesting, no root), or a request
+    /// that could not be encoded for the core agent.
     pub invalid_requests: u64,
     /// Requests handed to the core-agent connection.
     pub forwarded: u64,
     /// Requests dropped because the core-agent queue was full.
     pub forward_dropped: u64,
-    /// Requests missing from the sequence (lost before reaching the gateway).
+    /// Requests missing from the sequence numbers within a connection (frames garbled or cut
+    /// on the link; a request lost in a failed write ends the link and is counted by the
+    /// device, in `link_errors`).
     pub lost: u64,
     /// Connections rejected (unknown device, wrong token, version, no hello).
     pub rejected: u64,
-    /// The device's own drop counters, as last reported.
+    /// The device's own drop counters (cumulative since its boot), as last reported.
     pub device_drops: DeviceDrops,
     /// Error bound of the time mapping in µs when last synced (`u64::MAX` before).
     pub clock_error_us: u64,
@@ -400,8 +412,12 @@ impl Session<'_> {
                             .or_insert_with(|| (self.gw.factory)(&self.gw.config, &id)),
                     )
                 };
-                // Move what was counted under the link's name to the device.
-                let pre = lock(&self.gw.stats).remove(&self.key).unwrap_or_default();
+                // Move what was counted under the link's name to the device (a device that
+                // says hello again on the same link, after a reboot, keeps its counters).
+                let pre = match self.device {
+                    None => lock(&self.gw.stats).remove(&self.key).unwrap_or_default(),
+                    Some(_) => DeviceStats::default(),
+                };
                 self.key = id.clone();
                 self.gw.stat(&self.key, |s| {
                     s.connections += 1;
@@ -476,10 +492,15 @@ impl Session<'_> {
         let clock = dev.clock;
         let limit = dev.span_limit;
         let to_wall = |t| clock.to_wall(t);
-        if let Err(e) = device::rebuild(r, &self.names, ids, limit, to_wall, &mut self.req) {
-            log::debug!("{}: invalid request {}: {e}", self.key, r.seq);
-            self.gw.stat(&self.key, |s| s.invalid_requests += 1);
-            return;
+        match device::rebuild(r, &self.names, ids, limit, to_wall, &mut self.req) {
+            Ok(0) => {}
+            // Also in the device's cumulative `DeviceDrops::items`.
+            Ok(n) => log::debug!("{}: request {}: {n} items not recorded", self.key, r.seq),
+            Err(e) => {
+                log::debug!("{}: invalid request {}: {e}", self.key, r.seq);
+                self.gw.stat(&self.key, |s| s.invalid_requests += 1);
+                return;
+            }
         }
         let _ = self
             .req

@@ -1,29 +1,113 @@
-//! The device wire format's gateway side on arbitrary byte streams: `device::scan`, the
-//! `FrameReader`, `decode_up` / `decode_down`, `validate` and `rebuild`.
+//! The device wire format's gateway side (protocol version 2) on arbitrary byte streams:
+//! `device::scan`, the `FrameReader`, `decode_up` / `decode_down`, the `DownReader` and
+//! `rebuild`.
 //!
 //! Invariants:
 //! - no panic on any stream;
 //! - the reader yields exactly the non-empty `0x00`-terminated segments of the stream (those
 //!   longer than its buffer as one `TooLong` each), whether the stream arrives at once or in
-//!   pieces (sizes from the first input byte), and `scan`'s counts agree with decoding them;
-//! - a decoded message re-encodes to one frame that decodes to the same message, and the
-//!   device's hand-written writer (`FrameWriter`) writes the same bytes as postcard;
+//!   pieces (sizes from the first input byte), and `scan`'s counts (frames, requests, spans =
+//!   `Start` and `StartWith` events, bad frames) agree with decoding them;
+//! - the hand-written `decode_up` accepts exactly the frames postcard accepts (through a serde
+//!   model of the messages: a request is its header and its events as a tuple read up to
+//!   `End`) and returns the same message or the same error;
+//! - a decoded message re-encodes (`FrameWriter`) to one frame that decodes to the same
+//!   message; for every message but a request (whose events are copied as they came) the
+//!   writer's bytes are postcard's; each event of a request re-encodes to postcard's bytes;
 //! - the device's streaming `DownReader` yields the messages a 32-byte `FrameReader` feeding
-//!   `decode_down` yields;
-//! - `rebuild` succeeds exactly when `validate` passes, the spans nest like a stack and the
-//!   storage is large enough; a rebuilt request is finished and real, has every span with its
-//!   name (or `Device/unnamed`), parent and start time, and encodes to JSON serde_json parses.
+//!   `decode_down` yields, and a decoded `Down` re-encodes (`FrameWriter`) to postcard's bytes;
+//! - `rebuild` of any decoded journal never panics and fails exactly when the events show why
+//!   (anything but a start first: `NoRoot`; a stop with only the root open: `Nesting`; no
+//!   `End`: `Unfinished`), else returns the `End`'s drop count; a rebuilt request is finished
+//!   and real, spans the journal's start to its end (the sum of its deltas), has at most one
+//!   span per start, and encodes to JSON serde_json parses.
 #![no_main]
 
 use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
 
 use libfuzzer_sys::fuzz_target;
 use scout_core::command::{RequestBatch, encoded_len, write_frame_to_slice};
 use scout_core::device::{
-    self, DecodeError, DownReader, FrameReader, InvalidRequest, MAX_FRAME, NO_NAME, NameSource,
-    ROOT, UNNAMED, Up, WireRequest,
+    self, DecodeError, DeviceDrops, DownReader, Event, FrameReader, FrameWriter, Hello,
+    InvalidRequest, Journal, MAX_FRAME, NameDef, NameSource, TimeSyncReply, Up,
 };
-use scout_core::{Fixed, Request, RequestIds, SpanIdx, Timestamp};
+use scout_core::{Fixed, Request, RequestIds, Timestamp};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::{SerializeTuple, Serializer};
+use serde::{Deserialize, Serialize};
+
+/// postcard's model of an `Up`.
+#[derive(Debug, Serialize, Deserialize)]
+enum PUp<'a> {
+    Hello(#[serde(borrow)] Hello<'a>),
+    Name(#[serde(borrow)] NameDef<'a>),
+    Request(#[serde(borrow)] PJournal<'a>),
+    Drops(DeviceDrops),
+    TimeSync(TimeSyncReply),
+}
+
+/// A request as postcard sees it: `seq`, `start`, then the events up to `End`.
+#[derive(Debug)]
+struct PJournal<'a> {
+    seq: u32,
+    start: u64,
+    events: Vec<Event<'a>>,
+}
+
+impl Serialize for PJournal<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(2 + self.events.len())?;
+        t.serialize_element(&self.seq)?;
+        t.serialize_element(&self.start)?;
+        for e in &self.events {
+            t.serialize_element(e)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for PJournal<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = PJournal<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a request: seq, start, events up to End")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<PJournal<'a>, A::Error> {
+                let short = || de::Error::custom("short");
+                let seq = s.next_element()?.ok_or_else(short)?;
+                let start = s.next_element()?.ok_or_else(short)?;
+                let mut events = Vec::new();
+                loop {
+                    let e: Event<'a> = s.next_element()?.ok_or_else(short)?;
+                    let end = matches!(e, Event::End { .. });
+                    events.push(e);
+                    if end {
+                        return Ok(PJournal { seq, start, events });
+                    }
+                }
+            }
+        }
+        d.deserialize_tuple(usize::MAX, V(PhantomData))
+    }
+}
+
+fn to_p<'a>(m: &Up<'a>) -> PUp<'a> {
+    match *m {
+        Up::Hello(h) => PUp::Hello(h),
+        Up::Name(d) => PUp::Name(d),
+        Up::Request(j) => PUp::Request(PJournal {
+            seq: j.seq,
+            start: j.start,
+            events: j.events().collect(),
+        }),
+        Up::Drops(d) => PUp::Drops(d),
+        Up::TimeSync(r) => PUp::TimeSync(r),
+    }
+}
 
 struct Names(HashMap<u16, String>);
 
@@ -58,7 +142,7 @@ fn read_all<const N: usize>(stream: &[u8], chunk: usize) -> Vec<Result<Vec<u8>, 
         reader.feed_raw(piece, |f| out.push(f.map(|x| x.to_vec())));
     }
     let tail = stream.rsplit(|&b| b == 0).next().unwrap_or(&[]);
-    if stream.contains(&0) || !stream.is_empty() {
+    if !stream.is_empty() {
         // Pending bytes: the unterminated tail, capped by the buffer (0 once it overflowed).
         let pending = reader.pending();
         assert!(
@@ -69,72 +153,64 @@ fn read_all<const N: usize>(stream: &[u8], chunk: usize) -> Vec<Result<Vec<u8>, 
     out
 }
 
-/// Spans nest like a stack: each span's parent is the previous span or one of its ancestors.
-fn stack_shaped(r: &WireRequest<'_>) -> bool {
-    (1..r.spans.len()).all(|i| {
-        let p = usize::from(r.spans[i].parent) - 1;
-        let mut a = Some(i - 1);
-        while let Some(j) = a {
-            if j == p {
-                return true;
-            }
-            a = usize::from(r.spans[j].parent).checked_sub(1);
+/// What replaying `events` must give, from the events alone: the first must be a start, a
+/// stop never stops the root, `End` finishes (with its drop count).
+fn expected(j: &Journal<'_>) -> Result<u32, InvalidRequest> {
+    let mut open = 0usize;
+    for e in j.events() {
+        match e {
+            Event::Start { .. } | Event::StartWith { .. } => open += 1,
+            _ if open == 0 => return Err(InvalidRequest::NoRoot),
+            Event::Stop { .. } if open == 1 => return Err(InvalidRequest::Nesting),
+            Event::Stop { .. } => open -= 1,
+            Event::End { dropped, .. } => return Ok(dropped),
+            Event::SpanTag { .. } | Event::RequestTag { .. } => {}
         }
-        false
+    }
+    Err(if open == 0 {
+        InvalidRequest::NoRoot
+    } else {
+        InvalidRequest::Unfinished
     })
 }
 
-fn check_request(r: &WireRequest<'_>, names: &Names) {
+fn check_request(j: &Journal<'_>, names: &Names) {
     type Big = Fixed<256, 256, 16384, 256>;
     let mut req: Box<Request<Big>> = Box::default();
     let ids = RequestIds::from_parts([3; 16], [4, 5]);
-    let valid = device::validate(r);
-    let res = device::rebuild(r, names, ids, Timestamp, &mut req);
-    match (valid, res) {
-        (Err(e), res) => assert_eq!(res, Err(e), "rebuild must refuse what validate refuses"),
-        (Ok(()), Err(InvalidRequest::Nesting)) => assert!(!stack_shaped(r), "Nesting: {r:?}"),
-        (Ok(()), Err(InvalidRequest::Capacity)) => {}
-        (Ok(()), Err(e)) => panic!("validated request rebuilt with {e:?}"),
-        (Ok(()), Ok(())) => {
-            assert!(
-                stack_shaped(r),
-                "rebuilt a request that does not nest: {r:?}"
-            );
-            assert!(req.is_finished() && req.is_real());
-            assert_eq!(req.span_count(), r.spans.len());
-            assert_eq!(req.spans().count(), r.spans.len());
-            let mut starts = vec![0u64; r.spans.len()];
-            for (i, s) in r.spans.iter().enumerate() {
-                let v = req.span(SpanIdx(i as u16)).expect("span");
-                let parent = usize::from(s.parent).checked_sub(1);
-                assert_eq!(
-                    v.parent().map(|p| usize::from(p.0)),
-                    parent,
-                    "span {i} parent"
-                );
-                let base = parent.map_or(r.start, |p| starts[p]);
-                starts[i] = base.saturating_add(u64::from(s.start));
-                assert_eq!(v.start_time(), Timestamp(starts[i]), "span {i} start");
-                let want = match names.name(s.name) {
-                    Some(n) if s.name != NO_NAME => n,
-                    _ => UNNAMED,
-                };
-                assert_eq!(v.operation(), want, "span {i} name");
-            }
-            let batch = RequestBatch(&*req);
-            let len = encoded_len(&batch);
-            let mut buf = vec![0u8; len + 4];
-            assert_eq!(
-                write_frame_to_slice(&batch, &mut buf, usize::MAX),
-                Ok(len + 4)
-            );
-            if let Err(e) = serde_json::from_slice::<serde_json::Value>(&buf[4..]) {
-                panic!(
-                    "rebuilt request is not JSON ({e}): {}",
-                    String::from_utf8_lossy(&buf[4..])
-                );
-            }
-        }
+    let limit = u32::from(j.seq as u8);
+    let res = device::rebuild(j, names, ids, limit, Timestamp, &mut req);
+    assert_eq!(res, expected(j), "rebuild of {:?}", to_p(&Up::Request(*j)));
+    if res.is_err() {
+        return;
+    }
+    assert!(req.is_finished() && req.is_real());
+    let starts = j
+        .events()
+        .filter(|e| matches!(e, Event::Start { .. } | Event::StartWith { .. }))
+        .count();
+    assert!(req.span_count() <= starts);
+    assert_eq!(req.start_time(), Timestamp(j.start));
+    let end = j.events().fold(j.start, |t, e| match e {
+        Event::Start { delta, .. }
+        | Event::StartWith { delta, .. }
+        | Event::Stop { delta }
+        | Event::End { delta, .. } => t.saturating_add(u64::from(delta)),
+        _ => t,
+    });
+    assert_eq!(req.end_time(), Timestamp(end));
+    let batch = RequestBatch(&*req);
+    let len = encoded_len(&batch);
+    let mut buf = vec![0u8; len + 4];
+    assert_eq!(
+        write_frame_to_slice(&batch, &mut buf, usize::MAX),
+        Ok(len + 4)
+    );
+    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&buf[4..]) {
+        panic!(
+            "rebuilt request is not JSON ({e}): {}",
+            String::from_utf8_lossy(&buf[4..])
+        );
     }
 }
 
@@ -184,29 +260,46 @@ fuzz_target!(|data: &[u8]| {
     let mut names = Names(HashMap::new());
     let (mut frames, mut requests, mut spans) = (0u32, 0u32, 0u32);
     for seg in want.iter().flatten() {
-        // Gateway-to-device messages: decode, re-encode, decode again.
+        // Gateway-to-device messages: decode, re-encode by hand and by postcard, decode again.
         let mut buf = seg.clone();
         if let Ok(down) = device::decode_down(&mut buf) {
             let mut out = [0u8; 64];
             let n = device::encode(&down, &mut out).expect("a Down fits 64 bytes");
+            let mut hand = [0u8; 64];
+            let mut w = FrameWriter::new(&mut hand);
+            w.down(&down);
+            assert_eq!(w.finish(), Ok(n));
+            assert_eq!(hand[..n], out[..n], "hand-written Down bytes");
             assert_eq!(device::decode_down(&mut out[..n]), Ok(down));
         }
+
+        // The hand-written decoder against postcard.
         let mut buf = seg.clone();
-        let Ok(msg) = device::decode_up(&mut buf) else {
+        let mut theirs = seg.clone();
+        let msg = device::decode_up(&mut buf);
+        let model = device::decode_frame::<PUp<'_>>(&mut theirs);
+        assert_eq!(
+            msg.map(|m| format!("{:?}", to_p(&m))),
+            model.map(|m| format!("{m:?}")),
+            "decode_up against postcard"
+        );
+        let Ok(msg) = msg else {
             continue;
         };
         frames += 1;
         let mut out = vec![0u8; seg.len() * 2 + 64];
-        let n = device::encode(&msg, &mut out).expect("re-encode");
-        let mut hand = vec![0u8; n];
-        assert_eq!(
-            device::encode_up(&msg, &mut hand),
-            Ok(n),
-            "hand-written length"
-        );
-        assert_eq!(hand, out[..n], "hand-written bytes");
+        let n = device::encode_up(&msg, &mut out).expect("re-encode");
         assert_eq!(out[n - 1], 0, "frame ends with the delimiter");
         assert!(!out[..n - 1].contains(&0), "COBS frame contains 0x00");
+        if !matches!(msg, Up::Request(_)) {
+            let mut pc = vec![0u8; n + 16];
+            assert_eq!(
+                device::encode(&to_p(&msg), &mut pc),
+                Ok(n),
+                "postcard length"
+            );
+            assert_eq!(pc[..n], out[..n], "hand-written bytes");
+        }
         let again = device::decode_up(&mut out[..n]).expect("re-encoded frame decodes");
         // Debug, not ==: a NaN float tag is not equal to itself.
         assert_eq!(format!("{again:?}"), format!("{msg:?}"));
@@ -214,14 +307,26 @@ fuzz_target!(|data: &[u8]| {
             Up::Name(d) => {
                 names.0.insert(d.id, d.name.to_owned());
             }
-            Up::Request(r) => {
+            Up::Request(j) => {
                 requests += 1;
-                spans += r.spans.len() as u32;
-                assert!(
-                    r.spans.first().is_none_or(|s| s.parent == ROOT)
-                        || device::validate(r).is_err()
-                );
-                check_request(r, &names);
+                let mut count = 0u32;
+                for e in j.events() {
+                    count += 1;
+                    if matches!(e, Event::Start { .. } | Event::StartWith { .. }) {
+                        spans += 1;
+                    }
+                    // Each event re-encodes to postcard's bytes.
+                    let mut pc = vec![0u8; seg.len() * 2 + 64];
+                    let m = device::encode(&e, &mut pc).expect("an event fits");
+                    let mut hand = vec![0u8; m];
+                    let mut w = FrameWriter::new(&mut hand);
+                    w.event(&e);
+                    assert_eq!(w.finish(), Ok(m));
+                    assert_eq!(hand[..], pc[..m], "event bytes of {e:?}");
+                }
+                assert!(matches!(j.events().last(), Some(Event::End { .. })));
+                assert!(count >= 1);
+                check_request(j, &names);
             }
             _ => {}
         }

@@ -203,12 +203,13 @@ impl<const N: usize> Recorder<N> {
 
     /// Stops the innermost open span at `now` (never the root: see [`Recorder::finish`]).
     pub fn stop_span(&mut self, now: u64) {
-        if self.state != State::Open {
+        // Never the root, recorded or dropped (a later span would take its place).
+        if self.state != State::Open || self.open + self.skipped <= 1 {
             return;
         }
         if self.skipped > 0 {
             self.skipped -= 1;
-        } else if self.open > 1 {
+        } else {
             let mut w = self.cursor();
             w.u8(0);
             let at = w.position();

@@ -24,90 +24,18 @@
 #![no_main]
 
 use std::collections::HashMap;
-use std::fmt;
-use std::marker::PhantomData;
 
 use libfuzzer_sys::fuzz_target;
 use scout_core::command::{RequestBatch, encoded_len, write_frame_to_slice};
 use scout_core::device::{
-    self, DecodeError, DeviceDrops, DownReader, Event, FrameReader, FrameWriter, Hello,
-    InvalidRequest, Journal, MAX_FRAME, NameDef, NameSource, TimeSyncReply, Up,
+    self, DecodeError, DownReader, Event, FrameReader, FrameWriter, InvalidRequest, Journal,
+    MAX_FRAME, NameSource, Up,
 };
 use scout_core::{Fixed, Request, RequestIds, Timestamp};
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::ser::{SerializeTuple, Serializer};
-use serde::{Deserialize, Serialize};
 
-/// postcard's model of an `Up`.
-#[derive(Debug, Serialize, Deserialize)]
-enum PUp<'a> {
-    Hello(#[serde(borrow)] Hello<'a>),
-    Name(#[serde(borrow)] NameDef<'a>),
-    Request(#[serde(borrow)] PJournal<'a>),
-    Drops(DeviceDrops),
-    TimeSync(TimeSyncReply),
-}
-
-/// A request as postcard sees it: `seq`, `start`, then the events up to `End`.
-#[derive(Debug)]
-struct PJournal<'a> {
-    seq: u32,
-    start: u64,
-    events: Vec<Event<'a>>,
-}
-
-impl Serialize for PJournal<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(2 + self.events.len())?;
-        t.serialize_element(&self.seq)?;
-        t.serialize_element(&self.start)?;
-        for e in &self.events {
-            t.serialize_element(e)?;
-        }
-        t.end()
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for PJournal<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = PJournal<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a request: seq, start, events up to End")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<PJournal<'a>, A::Error> {
-                let short = || de::Error::custom("short");
-                let seq = s.next_element()?.ok_or_else(short)?;
-                let start = s.next_element()?.ok_or_else(short)?;
-                let mut events = Vec::new();
-                loop {
-                    let e: Event<'a> = s.next_element()?.ok_or_else(short)?;
-                    let end = matches!(e, Event::End { .. });
-                    events.push(e);
-                    if end {
-                        return Ok(PJournal { seq, start, events });
-                    }
-                }
-            }
-        }
-        d.deserialize_tuple(usize::MAX, V(PhantomData))
-    }
-}
-
-fn to_p<'a>(m: &Up<'a>) -> PUp<'a> {
-    match *m {
-        Up::Hello(h) => PUp::Hello(h),
-        Up::Name(d) => PUp::Name(d),
-        Up::Request(j) => PUp::Request(PJournal {
-            seq: j.seq,
-            start: j.start,
-            events: j.events().collect(),
-        }),
-        Up::Drops(d) => PUp::Drops(d),
-        Up::TimeSync(r) => PUp::TimeSync(r),
-    }
-}
+#[path = "../../scout-core/tests/support/postcard_model.rs"]
+mod postcard_model;
+use postcard_model::{PUp, to_p};
 
 struct Names(HashMap<u16, String>);
 

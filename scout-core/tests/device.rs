@@ -7,9 +7,6 @@
 //! gateway into a core [`Request`], gives the request the server records (the same
 //! core-agent JSON).
 
-use std::fmt;
-use std::marker::PhantomData;
-
 use scout_core::command::{RequestBatch, encoded_len, write_frame_to_slice};
 use scout_core::device::{
     self, ClockSync, DecodeError, DeviceDrops, Down, DownReader, Event, FrameReader, FrameWriter,
@@ -19,86 +16,11 @@ use scout_core::device::{
 use scout_core::{
     Fixed, RawJson, Request, RequestIds, SpanFlags, SplitMix64, Storage, Text, Timestamp, Value,
 };
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::ser::{SerializeTuple, Serializer};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-// --- postcard's view of the messages -----------------------------------------------------------
-
-/// postcard's model of an [`Up`]: the same variants in the same order; a request is its header
-/// and its events as one tuple (postcard writes a tuple's elements back to back, with no
-/// count), read up to and including `End`. Encoding and decoding it with postcard is the
-/// independent oracle for the hand-written codec.
-#[derive(Debug, Serialize, Deserialize)]
-enum PUp<'a> {
-    Hello(#[serde(borrow)] Hello<'a>),
-    Name(#[serde(borrow)] NameDef<'a>),
-    Request(#[serde(borrow)] PJournal<'a>),
-    Drops(DeviceDrops),
-    TimeSync(TimeSyncReply),
-}
-
-/// A request as postcard sees it: `seq`, `start`, then the events.
-#[derive(Debug, Clone)]
-struct PJournal<'a> {
-    seq: u32,
-    start: u64,
-    events: Vec<Event<'a>>,
-}
-
-impl Serialize for PJournal<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(2 + self.events.len())?;
-        t.serialize_element(&self.seq)?;
-        t.serialize_element(&self.start)?;
-        for e in &self.events {
-            t.serialize_element(e)?;
-        }
-        t.end()
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for PJournal<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = PJournal<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a request: seq, start, events up to End")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<PJournal<'a>, A::Error> {
-                let short = || de::Error::custom("short");
-                let seq = s.next_element()?.ok_or_else(short)?;
-                let start = s.next_element()?.ok_or_else(short)?;
-                let mut events = Vec::new();
-                loop {
-                    let e: Event<'a> = s.next_element()?.ok_or_else(short)?;
-                    let end = matches!(e, Event::End { .. });
-                    events.push(e);
-                    if end {
-                        return Ok(PJournal { seq, start, events });
-                    }
-                }
-            }
-        }
-        d.deserialize_tuple(usize::MAX, V(PhantomData))
-    }
-}
-
-/// postcard's model of a decoded message.
-fn to_p<'a>(m: &Up<'a>) -> PUp<'a> {
-    match *m {
-        Up::Hello(h) => PUp::Hello(h),
-        Up::Name(d) => PUp::Name(d),
-        Up::Request(j) => PUp::Request(PJournal {
-            seq: j.seq,
-            start: j.start,
-            events: j.events().collect(),
-        }),
-        Up::Drops(d) => PUp::Drops(d),
-        Up::TimeSync(r) => PUp::TimeSync(r),
-    }
-}
+#[path = "support/postcard_model.rs"]
+mod postcard_model;
+use postcard_model::{PJournal, PUp, to_p};
 
 /// Calls `f` with the [`Up`] that `p` models (a request's events encoded by postcard).
 fn with_up<R>(p: &PUp<'_>, f: impl FnOnce(&Up<'_>) -> R) -> R {
@@ -679,22 +601,21 @@ fn frame_writer_matches_postcard_on_random_messages() {
     }
 }
 
-/// `decode_up` accepts exactly the frames postcard accepts and returns the same message, or
-/// fails with the same error: every input of up to three bytes from a set of interesting
-/// bytes, valid frames of random messages, those mutated (in the payload, re-encoded with
-/// COBS, and in the COBS bytes), truncated and extended, and random bytes.
-#[test]
-fn decode_up_matches_postcard() {
-    let alphabet = [
-        0u8, 1, 2, 3, 4, 5, 6, 7, 0x0f, 0x10, 0x7f, 0x80, 0x81, 0xfe, 0xff,
-    ];
+/// Interesting bytes: COBS and varint boundaries.
+const ALPHABET: [u8; 15] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 0x0f, 0x10, 0x7f, 0x80, 0x81, 0xfe, 0xff,
+];
+
+/// Every input of up to `len` bytes from [`ALPHABET`] (varint and COBS
+/// boundaries), the empty one included.
+fn short_inputs(len: usize) -> Vec<Vec<u8>> {
     let mut inputs: Vec<Vec<u8>> = vec![vec![]];
     let mut layer: Vec<Vec<u8>> = vec![vec![]];
-    for _ in 0..3 {
+    for _ in 0..len {
         let next: Vec<Vec<u8>> = layer
             .iter()
             .flat_map(|p| {
-                alphabet.iter().map(move |&b| {
+                ALPHABET.iter().map(move |&b| {
                     let mut v = p.clone();
                     v.push(b);
                     v
@@ -704,6 +625,16 @@ fn decode_up_matches_postcard() {
         inputs.extend(next.iter().cloned());
         layer = next;
     }
+    inputs
+}
+
+/// `decode_up` accepts exactly the frames postcard accepts and returns the same message, or
+/// fails with the same error: every input of up to three bytes from a set of interesting
+/// bytes, valid frames of random messages, those mutated (in the payload, re-encoded with
+/// COBS, and in the COBS bytes), truncated and extended, and random bytes.
+#[test]
+fn decode_up_matches_postcard() {
+    let inputs = short_inputs(3);
     for input in &inputs {
         same_decoding(input);
     }
@@ -724,7 +655,7 @@ fn decode_up_matches_postcard() {
             let mut m = pay.clone();
             let at = (r >> 8) as usize % m.len();
             let byte = if r & 0x100 != 0 {
-                alphabet[(r >> 16) as usize % alphabet.len()]
+                ALPHABET[(r >> 16) as usize % ALPHABET.len()]
             } else {
                 (r >> 24) as u8
             };
@@ -1317,25 +1248,7 @@ fn clock_sync_keeps_the_tightest_sample() {
 /// the hand-written `Down` decoder returns what postcard's returns, errors included.
 #[test]
 fn decode_down_matches_postcard() {
-    let alphabet = [
-        0u8, 1, 2, 3, 4, 5, 6, 7, 0x0f, 0x10, 0x7f, 0x80, 0x81, 0xfe, 0xff,
-    ];
-    let mut inputs: Vec<Vec<u8>> = vec![vec![]];
-    let mut layer: Vec<Vec<u8>> = vec![vec![]];
-    for _ in 0..4 {
-        let next: Vec<Vec<u8>> = layer
-            .iter()
-            .flat_map(|p| {
-                alphabet.iter().map(move |&b| {
-                    let mut v = p.clone();
-                    v.push(b);
-                    v
-                })
-            })
-            .collect();
-        inputs.extend(next.iter().cloned());
-        layer = next;
-    }
+    let mut inputs = short_inputs(4);
     let mut rng = SplitMix64::new(11);
     for _ in 0..50_000 {
         let len = 5 + (rng.next_u64() % 6) as usize;
@@ -1343,7 +1256,7 @@ fn decode_down_matches_postcard() {
             .map(|_| {
                 let x = rng.next_u64();
                 if x.is_multiple_of(3) {
-                    alphabet[(x >> 8) as usize % alphabet.len()]
+                    ALPHABET[(x >> 8) as usize % ALPHABET.len()]
                 } else {
                     (x >> 16) as u8
                 }
@@ -1450,27 +1363,6 @@ fn name_of(names: &Names, id: u16) -> &str {
 
 /// The value a tag arrives with at the gateway: the wire has no JSON kind and every string is
 /// copied, so `Json` and `Static` arrive as `Str`.
-fn as_wire(v: Value<'_>) -> WireValue<'_> {
-    match v {
-        Value::Null => WireValue::Null,
-        Value::Bool(b) => WireValue::Bool(b),
-        Value::Int(i) => WireValue::Int(i),
-        Value::Float(f) => WireValue::Float(f),
-        Value::Str(s) | Value::Static(s) => WireValue::Str(s),
-        Value::Json(j) => WireValue::Str(j.as_str()),
-    }
-}
-
-fn as_value(v: WireValue<'_>) -> Value<'_> {
-    match v {
-        WireValue::Null => Value::Null,
-        WireValue::Bool(b) => Value::Bool(b),
-        WireValue::Int(i) => Value::Int(i),
-        WireValue::Float(f) => Value::Float(f),
-        WireValue::Str(s) => Value::Str(s),
-    }
-}
-
 /// The calls of one request.
 #[derive(Debug, Clone, Copy)]
 enum Call<'a> {
@@ -1490,7 +1382,7 @@ fn apply<S: Storage>(req: &mut Request<S>, names: &Names, call: Call<'_>) {
         }
         Call::Tag(request, key, v) => {
             let key = Text::Borrowed(name_of(names, key));
-            let v = as_value(as_wire(v));
+            let v = Value::from(WireValue::from(v));
             let _ = if request {
                 req.tag_request(key, v)
             } else {
@@ -1681,7 +1573,7 @@ fn replay_equals_core<S: Storage, const N: usize>(
             Call::Tag(request, key, v) => {
                 rec.tag(request, key, v);
                 let ok = rec.len() > before;
-                let value = as_wire(v);
+                let value = WireValue::from(v);
                 let e = if request {
                     Event::RequestTag { key, value }
                 } else {

@@ -275,11 +275,7 @@ impl<const SLOTS: usize, const NAMES: usize, const BUF: usize, H: StateRef<SLOTS
                 return Err(Next::Idle);
             }
             sent.drops = Some(total);
-            // `Up::Drops`, variant 3.
-            w.u8(3);
-            for &v in &counts {
-                w.varint(v);
-            }
+            w.drop_counts(&counts);
         }
         match w.finish() {
             Ok(n) => Ok(n + lead),

@@ -250,8 +250,13 @@ impl<'b> FrameWriter<'b> {
 
     /// [`Up::Drops`], variant 3.
     pub fn drops(&mut self, d: &DeviceDrops) {
+        self.drop_counts(&d.counts());
+    }
+
+    /// [`Up::Drops`] from [`DeviceDrops::counts`] (for a caller that already has them).
+    pub fn drop_counts(&mut self, counts: &[u32; 7]) {
         self.u8(3);
-        for v in d.counts() {
+        for &v in counts {
             self.varint(v);
         }
     }
@@ -437,6 +442,24 @@ impl<'a> Reader<'a> {
         })
     }
 
+    fn down(&mut self) -> Option<Down> {
+        Some(match self.u32()? {
+            0 => Down::Welcome {
+                version: self.byte()?,
+            },
+            1 => Down::Reject {
+                reason: match self.u32()? {
+                    0 => RejectReason::Unauthorized,
+                    1 => RejectReason::Version,
+                    2 => RejectReason::Protocol,
+                    _ => return None,
+                },
+            },
+            2 => Down::TimeSync { id: self.u32()? },
+            _ => return None,
+        })
+    }
+
     fn up(&mut self) -> Option<Up<'a>> {
         Some(match self.u32()? {
             0 => Up::Hello(Hello {
@@ -490,15 +513,26 @@ impl<'a> Reader<'a> {
 ///
 /// This is a pure function: no allocation, no panic on any input, no I/O.
 pub fn decode_up(frame: &mut [u8]) -> Result<Up<'_>, DecodeError> {
+    decode_with(frame, Reader::up)
+}
+
+/// Undoes COBS in place (`frame` without its delimiter, a trailing one tolerated) and reads
+/// one message from the payload with `read`, refusing bytes after it.
+fn decode_with<'a, T>(
+    frame: &'a mut [u8],
+    read: impl FnOnce(&mut Reader<'a>) -> Option<T>,
+) -> Result<T, DecodeError> {
     let end = match frame.last() {
         Some(0) => frame.len() - 1,
         _ => frame.len(),
     };
     let frame = frame.get_mut(..end).ok_or(DecodeError::Cobs)?;
     let n = cobs_decode(frame).ok_or(DecodeError::Cobs)?;
-    let payload = frame.get(..n).ok_or(DecodeError::Cobs)?;
-    let mut r = Reader { rest: payload };
-    let msg = r.up().ok_or(DecodeError::Payload)?;
+    let frame: &'a [u8] = frame;
+    let mut r = Reader {
+        rest: frame.get(..n).ok_or(DecodeError::Cobs)?,
+    };
+    let msg = read(&mut r).ok_or(DecodeError::Payload)?;
     if r.rest.is_empty() {
         Ok(msg)
     } else {
@@ -534,44 +568,13 @@ impl<'a> Iterator for Events<'a> {
     }
 }
 
-/// Reads a decoded [`Down`] payload.
-fn parse_down(payload: &[u8]) -> Result<Down, DecodeError> {
-    let mut r = Reader { rest: payload };
-    let msg = (|| {
-        Some(match r.u32()? {
-            0 => Down::Welcome { version: r.byte()? },
-            1 => Down::Reject {
-                reason: match r.u32()? {
-                    0 => RejectReason::Unauthorized,
-                    1 => RejectReason::Version,
-                    2 => RejectReason::Protocol,
-                    _ => return None,
-                },
-            },
-            2 => Down::TimeSync { id: r.u32()? },
-            _ => return None,
-        })
-    })()
-    .ok_or(DecodeError::Payload)?;
-    if r.rest.is_empty() {
-        Ok(msg)
-    } else {
-        Err(DecodeError::Trailing)
-    }
-}
-
 /// Decodes one gateway-to-device frame in place, by hand (no serde): accepts and rejects the
 /// same frames as [`super::decode_frame`]`::<Down>` and returns the same message. `frame` is
 /// the COBS bytes without the `0x00` delimiter (a trailing delimiter is tolerated).
 ///
 /// This is a pure function: no allocation, no panic on any input, no I/O.
 pub fn decode_down(frame: &mut [u8]) -> Result<Down, DecodeError> {
-    let frame = match frame.split_last_mut() {
-        Some((0, rest)) => rest,
-        _ => frame,
-    };
-    let n = cobs_decode(frame).ok_or(DecodeError::Cobs)?;
-    parse_down(frame.get(..n).ok_or(DecodeError::Cobs)?)
+    decode_with(frame, Reader::down)
 }
 
 /// Decodes the gateway's [`Down`] messages from a byte stream as it arrives, one byte at a

@@ -2,7 +2,7 @@
 //! [`crate::command::RequestBatch`] then encodes), and mapping device ticks to wall-clock
 //! time.
 
-use super::wire::{Event, Journal, NO_NAME, UNNAMED, WireValue};
+use super::wire::{Event, Journal, NO_NAME, UNNAMED};
 use crate::id::RequestIds;
 use crate::request::{Request, SpanFlags};
 use crate::storage::Storage;
@@ -92,11 +92,11 @@ pub fn rebuild<S: Storage, N: NameSource + ?Sized>(
                 return Ok(dropped);
             }
             Event::SpanTag { key, value } => {
-                let _ = out.tag_span(Text::Borrowed(name(key)), value_of(value));
+                let _ = out.tag_span(Text::Borrowed(name(key)), Value::from(value));
                 continue;
             }
             Event::RequestTag { key, value } => {
-                let _ = out.tag_request(Text::Borrowed(name(key)), value_of(value));
+                let _ = out.tag_request(Text::Borrowed(name(key)), Value::from(value));
                 continue;
             }
         };
@@ -115,16 +115,6 @@ pub fn rebuild<S: Storage, N: NameSource + ?Sized>(
     } else {
         InvalidRequest::Unfinished
     })
-}
-
-fn value_of(v: WireValue<'_>) -> Value<'_> {
-    match v {
-        WireValue::Null => Value::Null,
-        WireValue::Bool(b) => Value::Bool(b),
-        WireValue::Int(i) => Value::Int(i),
-        WireValue::Float(f) => Value::Float(f),
-        WireValue::Str(s) => Value::Str(s),
-    }
 }
 
 /// Maps device ticks since boot to wall-clock time, from time-sync samples.

@@ -197,6 +197,20 @@ impl<'a> From<crate::Value<'a>> for WireValue<'a> {
     }
 }
 
+impl<'a> From<WireValue<'a>> for crate::Value<'a> {
+    /// A tag value as the gateway passes it to a core request.
+    fn from(v: WireValue<'a>) -> Self {
+        use crate::Value;
+        match v {
+            WireValue::Null => Value::Null,
+            WireValue::Bool(b) => Value::Bool(b),
+            WireValue::Int(i) => Value::Int(i),
+            WireValue::Float(f) => Value::Float(f),
+            WireValue::Str(s) => Value::Str(s),
+        }
+    }
+}
+
 /// Cumulative counts since boot of what the device dropped. All saturate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
